@@ -1,0 +1,45 @@
+# Bulwark: `make run` starts the service, `make test` runs every test on SQLite and PostgreSQL.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test test-sqlite test-postgresql lint format system-deps lab clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/bulwark serve
+
+system-deps:
+	bash scripts/system-deps.sh
+
+lab: $(STAMP)
+	bash lab/build.sh
+	lab/bin/bulwark-lab --listen 127.0.0.1:8989
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check app tests benchmarks migrations
+	$(VENV)/bin/ruff format --check app tests benchmarks
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix app tests benchmarks
+	$(VENV)/bin/ruff format app tests benchmarks
+
+test-sqlite: $(STAMP)
+	BULWARK_TEST_DB=sqlite $(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+
+test-postgresql: $(STAMP)
+	BULWARK_TEST_DB=postgresql $(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+
+test: system-deps lint
+	bash lab/build.sh
+	$(MAKE) --no-print-directory test-sqlite
+	$(MAKE) --no-print-directory test-postgresql
+
+clean:
+	rm -rf $(VENV) test-output lab/bin .pytest_cache .ruff_cache

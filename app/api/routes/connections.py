@@ -1,0 +1,172 @@
+"""Connections to vCenter, arrays, repositories and mail servers."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Query, Request, Response
+from sqlalchemy import select
+
+from app.api.deps import DbSession, Reader, require, runtime
+from app.api.pagination import MAX_LIMIT, Page, paginate
+from app.api.problems import conflict, not_found
+from app.api.schemas.common import normalise_thumbprint
+from app.api.schemas.connections import ConnectionCreate, ConnectionOut, ConnectionUpdate
+from app.audit import record
+from app.db.models import Connection, ExchangeServer, Policy
+from app.domain.connections import ConnectionKind, ConnectionStatus
+from app.security.roles import Permission
+
+router = APIRouter(prefix="/connections", tags=["connections"])
+Admin = require(Permission.MANAGE_CONNECTIONS)
+SORTABLE = {
+    "name": Connection.name,
+    "kind": Connection.kind,
+    "status": Connection.status,
+    "created_at": Connection.created_at,
+}
+
+
+def get_connection(session, connection_id: int) -> Connection:
+    conn = session.get(Connection, connection_id)
+    if conn is None:
+        raise not_found("connection", connection_id)
+    return conn
+
+
+def _name_taken(session, name: str, except_id: int | None = None) -> None:
+    q = select(Connection.id).where(Connection.name == name)
+    if except_id is not None:
+        q = q.where(Connection.id != except_id)
+    if session.scalar(q) is not None:
+        raise conflict(f"a connection named '{name}' already exists")
+
+
+@router.get("", response_model=Page[ConnectionOut], summary="List connections")
+def list_connections(
+    session: DbSession,
+    _: Reader,
+    kind: ConnectionKind | None = None,
+    status: ConnectionStatus | None = None,
+    q: str | None = Query(default=None, max_length=64, description="Name contains"),
+    sort: str | None = Query(default=None, description="name, kind, status, created_at; '-' desc"),
+    limit: int = Query(default=50, ge=1, le=MAX_LIMIT),
+    offset: int = Query(default=0, ge=0),
+):
+    query = select(Connection)
+    if kind:
+        query = query.where(Connection.kind == kind)
+    if status:
+        query = query.where(Connection.status == status)
+    if q:
+        query = query.where(Connection.name.contains(q, autoescape=True))
+    items, total = paginate(
+        session,
+        query,
+        limit=limit,
+        offset=offset,
+        sort=sort,
+        sortable=SORTABLE,
+        default_sort="name",
+    )
+    return Page[ConnectionOut](items=items, total=total, limit=limit, offset=offset)
+
+
+@router.post("", response_model=ConnectionOut, status_code=201, summary="Add a connection")
+def create_connection(
+    body: ConnectionCreate, session: DbSession, request: Request, principal=Admin
+):
+    _name_taken(session, body.name)
+    conn = Connection(**body.model_dump(exclude={"password", "trusted_thumbprint"}))
+    conn.trusted_thumbprint = normalise_thumbprint(body.trusted_thumbprint)
+    if body.password is not None:
+        conn.secret_ciphertext = runtime(request).secrets.seal(
+            body.password.get_secret_value(), "connection"
+        )
+    session.add(conn)
+    session.flush()
+    record(
+        session,
+        principal.actor,
+        "connection.create",
+        "connection",
+        conn.id,
+        name=conn.name,
+        kind=conn.kind,
+        host=conn.host,
+        secret_set=body.password is not None,
+    )
+    if conn.trusted_thumbprint:
+        record(
+            session,
+            principal.actor,
+            "connection.trust_certificate",
+            "connection",
+            conn.id,
+            thumbprint=conn.trusted_thumbprint,
+        )
+    return conn
+
+
+@router.get("/{connection_id}", response_model=ConnectionOut, summary="Read a connection")
+def read_connection(connection_id: int, session: DbSession, _: Reader):
+    return get_connection(session, connection_id)
+
+
+@router.patch("/{connection_id}", response_model=ConnectionOut, summary="Change a connection")
+def update_connection(
+    connection_id: int,
+    body: ConnectionUpdate,
+    session: DbSession,
+    request: Request,
+    principal=Admin,
+):
+    conn = get_connection(session, connection_id)
+    changes = body.model_dump(exclude_unset=True, exclude={"password", "trusted_thumbprint"})
+    if "name" in changes and changes["name"] != conn.name:
+        _name_taken(session, changes["name"], conn.id)
+    for field, value in changes.items():
+        setattr(conn, field, value)
+    changed = sorted(changes)
+    if "password" in body.model_fields_set and body.password is not None:
+        conn.secret_ciphertext = runtime(request).secrets.seal(
+            body.password.get_secret_value(), "connection"
+        )
+        changed.append("password")
+    if "trusted_thumbprint" in body.model_fields_set:
+        conn.trusted_thumbprint = normalise_thumbprint(body.trusted_thumbprint)
+        record(
+            session,
+            principal.actor,
+            "connection.trust_certificate",
+            "connection",
+            conn.id,
+            thumbprint=conn.trusted_thumbprint,
+        )
+        changed.append("trusted_thumbprint")
+    if {"host", "port", "username", "password", "verify_tls", "trusted_thumbprint"} & set(changed):
+        conn.status = ConnectionStatus.UNTESTED
+    record(session, principal.actor, "connection.update", "connection", conn.id, fields=changed)
+    return conn
+
+
+@router.delete("/{connection_id}", status_code=204, summary="Remove a connection")
+def delete_connection(connection_id: int, session: DbSession, principal=Admin):
+    conn = get_connection(session, connection_id)
+    users = session.scalars(select(Policy.name).where(Policy.repository_id == conn.id)).all()
+    if users:
+        raise conflict(
+            f"connection '{conn.name}' is the repository of policies: "
+            f"{', '.join(users)}; change them first"
+        )
+    servers = session.scalars(
+        select(ExchangeServer.name).where(ExchangeServer.connection_id == conn.id)
+    ).all()
+    if servers:
+        raise conflict(
+            f"connection '{conn.name}' still hosts Exchange servers: "
+            f"{', '.join(servers)}; remove them first"
+        )
+    session.delete(conn)
+    record(
+        session, principal.actor, "connection.delete", "connection", connection_id, name=conn.name
+    )
+    return Response(status_code=204)

@@ -1,0 +1,145 @@
+"""Jobs: start, watch, cancel. Workers run them (see app.jobs)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from fastapi import APIRouter, Query
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
+
+from app.api.deps import DbSession, Reader, require
+from app.api.pagination import MAX_LIMIT, Page, paginate
+from app.api.problems import Problem, conflict, invalid, not_found
+from app.api.schemas.jobs import JobCreate, JobDetail, JobOut, ProxyOut
+from app.audit import record
+from app.db.models import Connection, ExchangeServer, Job, Policy, Proxy, RestorePoint
+from app.db.types import utcnow
+from app.domain.connections import ConnectionKind
+from app.domain.jobs import JobKind, JobState
+from app.security.roles import Permission
+
+router = APIRouter(tags=["jobs"])
+SORTABLE = {
+    "created_at": Job.created_at,
+    "state": Job.state,
+    "kind": Job.kind,
+    "finished_at": Job.finished_at,
+}
+
+
+def get_job(session: Session, job_id: int) -> Job:
+    job = session.get(Job, job_id)
+    if job is None:
+        raise not_found("job", job_id)
+    return job
+
+
+@router.get("/jobs", response_model=Page[JobOut], summary="List jobs")
+def list_jobs(
+    session: DbSession,
+    _: Reader,
+    state: JobState | None = None,
+    kind: JobKind | None = None,
+    policy_id: int | None = None,
+    server_id: int | None = None,
+    since: datetime | None = Query(default=None, description="Created at or after"),
+    sort: str | None = Query(default=None, description="created_at, state, kind, finished_at"),
+    limit: int = Query(default=50, ge=1, le=MAX_LIMIT),
+    offset: int = Query(default=0, ge=0),
+):
+    query = select(Job)
+    for column, value in (
+        (Job.state, state),
+        (Job.kind, kind),
+        (Job.policy_id, policy_id),
+        (Job.server_id, server_id),
+    ):
+        if value is not None:
+            query = query.where(column == value)
+    if since is not None:
+        query = query.where(Job.created_at >= since)
+    items, total = paginate(
+        session,
+        query,
+        limit=limit,
+        offset=offset,
+        sort=sort,
+        sortable=SORTABLE,
+        default_sort="-created_at",
+    )
+    return Page[JobOut](items=items, total=total, limit=limit, offset=offset)
+
+
+def _validate(session: Session, body: JobCreate) -> None:
+    if body.kind == JobKind.BACKUP and body.policy_id is None:
+        raise invalid("a backup job needs policy_id", "policy_id")
+    if body.policy_id is not None and session.get(Policy, body.policy_id) is None:
+        raise invalid(f"policy {body.policy_id} does not exist", "policy_id")
+    if body.server_id is not None and session.get(ExchangeServer, body.server_id) is None:
+        raise invalid(f"Exchange server {body.server_id} does not exist", "server_id")
+    if body.kind in (JobKind.RESTORE, JobKind.VERIFY):
+        if body.restore_point_id is None:
+            raise invalid(f"a {body.kind} job needs restore_point_id", "restore_point_id")
+        if session.get(RestorePoint, body.restore_point_id) is None:
+            raise invalid(
+                f"restore point {body.restore_point_id} does not exist", "restore_point_id"
+            )
+    if body.kind == JobKind.SYNC:
+        conn = session.get(Connection, body.connection_id) if body.connection_id else None
+        if conn is None or conn.kind != ConnectionKind.VCENTER:
+            raise invalid("a sync job needs the connection_id of a vCenter", "connection_id")
+
+
+@router.post("/jobs", response_model=JobOut, status_code=202, summary="Start a job")
+def create_job(body: JobCreate, session: DbSession, principal: Reader):
+    needed = Permission.RUN_RESTORE if body.kind == JobKind.RESTORE else Permission.RUN_BACKUP
+    if not principal.can(needed):
+        raise Problem(
+            403,
+            f"role '{principal.role}' may not start {body.kind} jobs",
+            type_="/problems/forbidden",
+        )
+    _validate(session, body)
+    params = dict(body.params)
+    for key in ("restore_point_id", "connection_id"):
+        if getattr(body, key) is not None:
+            params[key] = getattr(body, key)
+    job = Job(
+        kind=body.kind,
+        policy_id=body.policy_id,
+        server_id=body.server_id,
+        database_id=body.database_id,
+        params=params,
+        created_by=principal.actor.name,
+    )
+    session.add(job)
+    session.flush()
+    record(session, principal.actor, f"job.{body.kind}", "job", job.id, **params)
+    return job
+
+
+@router.get("/jobs/{job_id}", response_model=JobDetail, summary="Read a job and its events")
+def read_job(job_id: int, session: DbSession, _: Reader):
+    job = session.scalar(select(Job).where(Job.id == job_id).options(selectinload(Job.events)))
+    if job is None:
+        raise not_found("job", job_id)
+    return job
+
+
+@router.post("/jobs/{job_id}/cancel", response_model=JobOut, summary="Ask a job to stop")
+def cancel_job(job_id: int, session: DbSession, principal=require(Permission.RUN_BACKUP)):
+    job = get_job(session, job_id)
+    if job.state.finished:
+        raise conflict(f"job {job_id} already {job.state}")
+    job.cancel_requested = True
+    if job.state == JobState.QUEUED:
+        job.state = JobState.CANCELLED
+        job.finished_at = utcnow()
+    record(session, principal.actor, "job.cancel", "job", job.id)
+    return job
+
+
+@router.get("/proxies", response_model=list[ProxyOut], summary="Workers and their heartbeats")
+def list_proxies(session: DbSession, _: Reader):
+    return session.scalars(select(Proxy).order_by(Proxy.name)).all()

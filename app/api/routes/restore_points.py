@@ -1,0 +1,161 @@
+"""The restore-point catalog. Jobs create restore points; operators read, keep or remove them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from fastapi import APIRouter, Query, Response
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from app.api.deps import DbSession, Reader, require
+from app.api.pagination import MAX_LIMIT, Page, paginate
+from app.api.problems import conflict, not_found
+from app.api.schemas.catalog import RestorePointOut, RestorePointUpdate
+from app.audit import record
+from app.db.models import LegalHold, RestorePoint
+from app.db.types import utcnow
+from app.domain.protection import ProtectionMethod, RestorePointStatus, Verification
+from app.domain.retention import removal_blocker
+from app.security.roles import Permission
+
+router = APIRouter(prefix="/restore-points", tags=["restore points"])
+SORTABLE = {
+    "captured_at": RestorePoint.captured_at,
+    "size_bytes": RestorePoint.size_bytes,
+    "status": RestorePoint.status,
+}
+
+
+def active_holds(session: Session, points: list[RestorePoint]) -> dict[int, list[str]]:
+    """Names of the unreleased holds covering each restore point, in one query."""
+    ids = [p.id for p in points]
+    servers = {p.server_id for p in points if p.server_id is not None}
+    holds = session.scalars(
+        select(LegalHold).where(
+            LegalHold.released_at.is_(None),
+            or_(LegalHold.restore_point_id.in_(ids), LegalHold.server_id.in_(servers)),
+        )
+    ).all()
+    result: dict[int, list[str]] = {p.id: [] for p in points}
+    for p in points:
+        for h in holds:
+            if h.restore_point_id == p.id or (h.scope == "server" and h.server_id == p.server_id):
+                result[p.id].append(h.name)
+    return result
+
+
+def _out(points: list[RestorePoint], holds: dict[int, list[str]]) -> list[RestorePointOut]:
+    out = []
+    for p in points:
+        item = RestorePointOut.model_validate(p)
+        item.on_hold = bool(holds.get(p.id))
+        out.append(item)
+    return out
+
+
+def get_point(session: Session, point_id: int) -> RestorePoint:
+    point = session.get(RestorePoint, point_id)
+    if point is None:
+        raise not_found("restore point", point_id)
+    return point
+
+
+@router.get("", response_model=Page[RestorePointOut], summary="List restore points")
+def list_restore_points(
+    session: DbSession,
+    _: Reader,
+    server_id: int | None = None,
+    policy_id: int | None = None,
+    database_id: int | None = None,
+    method: ProtectionMethod | None = None,
+    status: RestorePointStatus | None = None,
+    verification: Verification | None = None,
+    since: datetime | None = Query(default=None, description="Captured at or after"),
+    until: datetime | None = Query(default=None, description="Captured before"),
+    sort: str | None = Query(default=None, description="captured_at, size_bytes, status"),
+    limit: int = Query(default=50, ge=1, le=MAX_LIMIT),
+    offset: int = Query(default=0, ge=0),
+):
+    query = select(RestorePoint)
+    for column, value in (
+        (RestorePoint.server_id, server_id),
+        (RestorePoint.policy_id, policy_id),
+        (RestorePoint.database_id, database_id),
+        (RestorePoint.method, method),
+        (RestorePoint.status, status),
+        (RestorePoint.verification, verification),
+    ):
+        if value is not None:
+            query = query.where(column == value)
+    if since is not None:
+        query = query.where(RestorePoint.captured_at >= since)
+    if until is not None:
+        query = query.where(RestorePoint.captured_at < until)
+    items, total = paginate(
+        session,
+        query,
+        limit=limit,
+        offset=offset,
+        sort=sort,
+        sortable=SORTABLE,
+        default_sort="-captured_at",
+    )
+    return Page[RestorePointOut](
+        items=_out(items, active_holds(session, items)), total=total, limit=limit, offset=offset
+    )
+
+
+@router.get("/{point_id}", response_model=RestorePointOut, summary="Read a restore point")
+def read_restore_point(point_id: int, session: DbSession, _: Reader):
+    point = get_point(session, point_id)
+    return _out([point], active_holds(session, [point]))[0]
+
+
+@router.patch(
+    "/{point_id}", response_model=RestorePointOut, summary="Change a restore point's expiry"
+)
+def update_restore_point(
+    point_id: int,
+    body: RestorePointUpdate,
+    session: DbSession,
+    principal=require(Permission.MANAGE_PROTECTION),
+):
+    point = get_point(session, point_id)
+    point.expires_at = body.expires_at
+    record(
+        session,
+        principal.actor,
+        "restore_point.update",
+        "restore_point",
+        point.id,
+        expires_at=None if body.expires_at is None else body.expires_at.isoformat(),
+    )
+    return _out([point], active_holds(session, [point]))[0]
+
+
+@router.delete("/{point_id}", status_code=204, summary="Expire a restore point now")
+def delete_restore_point(
+    point_id: int, session: DbSession, principal=require(Permission.MANAGE_PROTECTION)
+):
+    point = get_point(session, point_id)
+    blocker = removal_blocker(
+        utcnow(), point.retain_until, active_holds(session, [point])[point.id]
+    )
+    if blocker:
+        record(
+            session,
+            principal.actor,
+            "restore_point.delete",
+            "restore_point",
+            point.id,
+            outcome="refused",
+            reason=blocker,
+        )
+        session.commit()
+        raise conflict(f"restore point {point_id} cannot be removed: {blocker}")
+    # Marked expired; the expire job removes its copies (snapshots, manifests) and the row.
+    point.status = RestorePointStatus.EXPIRED
+    point.expires_at = utcnow()
+    record(session, principal.actor, "restore_point.delete", "restore_point", point.id)
+    return Response(status_code=204)

@@ -1,0 +1,115 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from croniter import croniter
+from pydantic import Field, field_validator, model_validator
+
+from app.api.schemas.common import Input, LongText, Name, Output
+from app.domain.protection import Consistency, ProtectionMethod
+
+Script = str
+
+
+class TargetIn(Input):
+    server_id: int
+    database_id: int | None = Field(default=None, description="Omit to protect the whole server")
+
+
+class TargetOut(Output):
+    server_id: int
+    database_id: int | None
+
+
+def _check_cron(value: str | None) -> str | None:
+    if value is not None and not croniter.is_valid(value):
+        raise ValueError(f"'{value}' is not a valid cron expression (e.g. '0 2 * * *')")
+    return value
+
+
+class PolicyFields(Input):
+    description: LongText = ""
+    enabled: bool = True
+    schedule_cron: str | None = Field(default=None, max_length=128, examples=["0 */4 * * *"])
+    rpo_minutes: int | None = Field(default=None, ge=5, le=7 * 24 * 60)
+    pre_script: str | None = Field(default=None, max_length=4000)
+    post_script: str | None = Field(default=None, max_length=4000)
+    script_timeout_s: int = Field(default=20, ge=1, le=600)
+    keep_on_primary: int = Field(default=0, ge=0, le=64)
+    repository_id: int | None = None
+    keep_last: int = Field(default=7, ge=0, le=10000)
+    keep_daily: int = Field(default=0, ge=0, le=3660)
+    keep_weekly: int = Field(default=0, ge=0, le=520)
+    keep_monthly: int = Field(default=0, ge=0, le=1200)
+    keep_yearly: int = Field(default=0, ge=0, le=100)
+    compliance_retention_days: int | None = Field(default=None, ge=1, le=36500)
+
+    @field_validator("schedule_cron")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        return _check_cron(value)
+
+
+class PolicyCreate(PolicyFields):
+    name: Name
+    method: ProtectionMethod
+    consistency: Consistency
+    targets: list[TargetIn] = Field(default_factory=list, max_length=1000)
+
+    @model_validator(mode="after")
+    def _one_schedule(self):
+        if (self.schedule_cron is None) == (self.rpo_minutes is None):
+            raise ValueError("give exactly one of schedule_cron or rpo_minutes")
+        return self
+
+
+class PolicyUpdate(Input):
+    name: Name | None = None
+    description: LongText | None = None
+    enabled: bool | None = None
+    method: ProtectionMethod | None = None
+    consistency: Consistency | None = None
+    schedule_cron: str | None = Field(default=None, max_length=128)
+    rpo_minutes: int | None = Field(default=None, ge=5, le=7 * 24 * 60)
+    pre_script: str | None = Field(default=None, max_length=4000)
+    post_script: str | None = Field(default=None, max_length=4000)
+    script_timeout_s: int | None = Field(default=None, ge=1, le=600)
+    keep_on_primary: int | None = Field(default=None, ge=0, le=64)
+    repository_id: int | None = None
+    keep_last: int | None = Field(default=None, ge=0, le=10000)
+    keep_daily: int | None = Field(default=None, ge=0, le=3660)
+    keep_weekly: int | None = Field(default=None, ge=0, le=520)
+    keep_monthly: int | None = Field(default=None, ge=0, le=1200)
+    keep_yearly: int | None = Field(default=None, ge=0, le=100)
+    compliance_retention_days: int | None = Field(default=None, ge=1, le=36500)
+    targets: list[TargetIn] | None = Field(default=None, max_length=1000)
+
+    @field_validator("schedule_cron")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        return _check_cron(value)
+
+
+class PolicyOut(Output):
+    id: int
+    name: str
+    description: str
+    enabled: bool
+    method: ProtectionMethod
+    consistency: Consistency
+    schedule_cron: str | None
+    rpo_minutes: int | None
+    pre_script: str | None
+    post_script: str | None
+    script_timeout_s: int
+    keep_on_primary: int
+    repository_id: int | None
+    keep_last: int
+    keep_daily: int
+    keep_weekly: int
+    keep_monthly: int
+    keep_yearly: int
+    compliance_retention_days: int | None
+    targets: list[TargetOut]
+    created_at: datetime
+    updated_at: datetime

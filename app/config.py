@@ -1,0 +1,67 @@
+"""Service settings, read from ``BULWARK_*`` environment variables.
+
+With nothing set, Bulwark keeps everything under ``./data``: a SQLite database and a
+generated secret key, so a newcomer can start it with one command.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BULWARK_", env_file=None, extra="ignore")
+
+    data_dir: Path = Field(default=Path("data"), description="Where state lives by default")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; a SQLite file under data_dir when unset"
+    )
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="Root key for sessions and secrets at rest; generated into data_dir if unset",
+    )
+    admin_password: SecretStr | None = Field(
+        default=None, description="Creates user 'admin' on first start when no user exists"
+    )
+    admin_username: str = "admin"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    session_max_age_s: int = 8 * 3600
+    # Cookies are marked Secure when the service is served over HTTPS (behind a proxy).
+    secure_cookies: bool = False
+    login_max_failures: int = 5
+    login_window_s: int = 300
+    log_level: str = "INFO"
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'bulwark.db').resolve()}"
+
+    def root_key(self) -> bytes:
+        """The secret every derived key comes from.
+
+        When none is configured one is generated once and kept in ``data_dir/secret.key``
+        (mode 0600): losing that file means losing every stored credential.
+        """
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value().encode()
+        path = self.data_dir / "secret.key"
+        if not path.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_urlsafe(48))
+        return path.read_text().strip().encode()
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,62 @@
+"""Backup policies: what to protect, how, when, and for how long."""
+
+from __future__ import annotations
+
+from sqlalchemy import ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.db.base import Base, Timestamped
+from app.db.types import StrEnumType
+from app.domain.protection import Consistency, ProtectionMethod
+
+
+class Policy(Timestamped, Base):
+    __tablename__ = "policies"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    enabled: Mapped[bool] = mapped_column(default=True)
+    method: Mapped[ProtectionMethod] = mapped_column(StrEnumType(ProtectionMethod))
+    # Exactly one of the two: a cron expression, or a recovery point objective.
+    schedule_cron: Mapped[str | None] = mapped_column(String(128))
+    rpo_minutes: Mapped[int | None]
+    consistency: Mapped[Consistency] = mapped_column(StrEnumType(Consistency))
+    # Commands run in the guest around the snapshot (quiesce / resume the database).
+    pre_script: Mapped[str | None] = mapped_column(Text)
+    post_script: Mapped[str | None] = mapped_column(Text)
+    script_timeout_s: Mapped[int] = mapped_column(default=20)
+    # Snapshots kept on primary storage for instant recovery.
+    keep_on_primary: Mapped[int] = mapped_column(default=0)
+    repository_id: Mapped[int | None] = mapped_column(
+        ForeignKey("connections.id", ondelete="RESTRICT")
+    )
+    keep_last: Mapped[int] = mapped_column(default=7)
+    keep_daily: Mapped[int] = mapped_column(default=0)
+    keep_weekly: Mapped[int] = mapped_column(default=0)
+    keep_monthly: Mapped[int] = mapped_column(default=0)
+    keep_yearly: Mapped[int] = mapped_column(default=0)
+    # Legal retention: nothing younger than this may be removed, whatever else says.
+    compliance_retention_days: Mapped[int | None]
+
+    targets: Mapped[list[PolicyTarget]] = relationship(
+        back_populates="policy", cascade="all, delete-orphan", lazy="selectin"
+    )
+
+
+class PolicyTarget(Base):
+    """A server (its VM image) or one of its databases covered by a policy."""
+
+    __tablename__ = "policy_targets"
+    __table_args__ = (UniqueConstraint("policy_id", "server_id", "database_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    policy_id: Mapped[int] = mapped_column(ForeignKey("policies.id", ondelete="CASCADE"))
+    server_id: Mapped[int] = mapped_column(
+        ForeignKey("exchange_servers.id", ondelete="CASCADE"), index=True
+    )
+    database_id: Mapped[int | None] = mapped_column(
+        ForeignKey("exchange_databases.id", ondelete="CASCADE")
+    )
+
+    policy: Mapped[Policy] = relationship(back_populates="targets")

@@ -1,0 +1,94 @@
+"""The FastAPI application: REST API, dashboard, health and metrics."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import APIRouter, FastAPI
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CollectorRegistry
+from starlette.middleware.sessions import SessionMiddleware
+
+from app import __version__, bootstrap
+from app.api import problems
+from app.api.routes import (
+    audit,
+    connections,
+    health,
+    holds,
+    jobs,
+    policies,
+    restore_points,
+    servers,
+    tokens,
+    users,
+)
+from app.config import Settings, get_settings
+from app.metrics import HttpMetrics
+from app.state import Runtime
+from app.web import routes as web
+
+ROOT = Path(__file__).resolve().parent.parent
+log = logging.getLogger(__name__)
+
+API_DESCRIPTION = """
+Bulwark protects Microsoft Exchange running on VMware vSphere.
+
+Authenticate with an API token (`Authorization: Bearer bwk_…`, created with
+`bulwark token create` or `POST /api/v1/tokens`). Errors are RFC 9457 problem details.
+Secrets (passwords, keys) are write-only: they are accepted, never returned.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    runtime = Runtime.from_settings(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        bootstrap.prepare(runtime)
+        yield
+        runtime.db.dispose()
+
+    app = FastAPI(
+        title="Bulwark",
+        version=__version__,
+        description=API_DESCRIPTION,
+        lifespan=lifespan,
+        docs_url="/docs",
+        openapi_url="/api/v1/openapi.json",
+    )
+    app.state.runtime = runtime
+    app.state.registry = CollectorRegistry()
+    problems.install(app)
+
+    api = APIRouter(prefix="/api/v1")
+    for module in (
+        connections,
+        servers,
+        policies,
+        jobs,
+        restore_points,
+        holds,
+        audit,
+        users,
+        tokens,
+    ):
+        api.include_router(module.router)
+    app.include_router(api)
+    app.include_router(health.router)
+    app.include_router(web.router)
+    app.mount("/static", StaticFiles(directory=ROOT / "static"), name="static")
+
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=runtime.session_key.hex(),
+        session_cookie="bulwark_session",
+        max_age=settings.session_max_age_s,
+        same_site="lax",
+        https_only=settings.secure_cookies,
+    )
+    app.add_middleware(HttpMetrics, registry=app.state.registry)
+    return app

@@ -1,0 +1,93 @@
+"""Test fixtures shared by the whole suite.
+
+The suite runs once per database: ``BULWARK_TEST_DB=sqlite`` (default) or ``postgresql``.
+For PostgreSQL each test session creates its own database on 127.0.0.1:5432 and drops it
+at the end. In CI (``CI=true``) a missing PostgreSQL is an error, never a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from app.config import Settings
+
+TEST_DB = os.environ.get("BULWARK_TEST_DB", "sqlite")
+PG_ADMIN_URL = os.environ.get(
+    "BULWARK_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+ROOT = Path(__file__).resolve().parent.parent
+OUTPUT = ROOT / "test-output"
+
+
+def pytest_report_header(config):
+    return f"bulwark database backend: {TEST_DB}"
+
+
+class PostgresDatabases:
+    """Creates throwaway databases on the local PostgreSQL server."""
+
+    def __init__(self, admin_url: str):
+        self.admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+        self.created: list[str] = []
+        try:
+            with self.admin.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception as exc:
+            raise RuntimeError(
+                f"PostgreSQL is not reachable at {admin_url}: {exc}. "
+                "Start it (see README) or run with BULWARK_TEST_DB=sqlite."
+            ) from exc
+
+    def new(self) -> str:
+        name = f"bulwark_test_{uuid.uuid4().hex[:12]}"
+        with self.admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        self.created.append(name)
+        return self.admin.url.set(database=name).render_as_string(hide_password=False)
+
+    def drop_all(self) -> None:
+        with self.admin.connect() as conn:
+            for name in self.created:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        self.admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresDatabases | None]:
+    if TEST_DB != "postgresql":
+        yield None
+        return
+    dbs = PostgresDatabases(PG_ADMIN_URL)
+    yield dbs
+    dbs.drop_all()
+
+
+@pytest.fixture
+def database_url(tmp_path: Path, postgres: PostgresDatabases | None) -> str:
+    """A fresh, empty database for one test."""
+    if postgres is not None:
+        return postgres.new()
+    return f"sqlite:///{tmp_path / 'bulwark.db'}"
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "data",
+        database_url=database_url,
+        secret_key="test-secret-key-not-for-production",
+        admin_password="admin-password-123",
+        login_max_failures=5,
+    )
+
+
+@pytest.fixture(scope="session")
+def output_dir() -> Path:
+    OUTPUT.mkdir(exist_ok=True)
+    return OUTPUT
