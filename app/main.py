@@ -6,7 +6,7 @@ import logging
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import APIRouter, FastAPI
+from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry
 from starlette.middleware.sessions import SessionMiddleware
@@ -64,7 +64,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.registry = CollectorRegistry()
     problems.install(app)
 
-    api = APIRouter(prefix="/api/v1")
     for module in (
         connections,
         servers,
@@ -76,8 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         users,
         tokens,
     ):
-        api.include_router(module.router)
-    app.include_router(api)
+        app.include_router(module.router)
     app.include_router(health.router)
     app.include_router(web.router)
     app.mount("/static", StaticFiles(directory=ROOT / "static"), name="static")

@@ -8,14 +8,16 @@ at the end. In CI (``CI=true``) a missing PostgreSQL is an error, never a skip.
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, make_url, text
 
 from app.config import Settings
+from app.db import migrate
 
 TEST_DB = os.environ.get("BULWARK_TEST_DB", "sqlite")
 PG_ADMIN_URL = os.environ.get(
@@ -44,11 +46,15 @@ class PostgresDatabases:
                 "Start it (see README) or run with BULWARK_TEST_DB=sqlite."
             ) from exc
 
-    def new(self) -> str:
+    def new(self, template: str | None = None) -> str:
         name = f"bulwark_test_{uuid.uuid4().hex[:12]}"
+        clause = f' TEMPLATE "{template}"' if template else ""
         with self.admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
+            conn.execute(text(f'CREATE DATABASE "{name}"{clause}'))
         self.created.append(name)
+        return self.url(name)
+
+    def url(self, name: str) -> str:
         return self.admin.url.set(database=name).render_as_string(hide_password=False)
 
     def drop_all(self) -> None:
@@ -69,11 +75,33 @@ def postgres() -> Iterator[PostgresDatabases | None]:
 
 
 @pytest.fixture
-def database_url(tmp_path: Path, postgres: PostgresDatabases | None) -> str:
-    """A fresh, empty database for one test."""
+def empty_database_url(tmp_path: Path, postgres: PostgresDatabases | None) -> str:
+    """A fresh database with no schema at all (for migration tests)."""
     if postgres is not None:
         return postgres.new()
-    return f"sqlite:///{tmp_path / 'bulwark.db'}"
+    return f"sqlite:///{tmp_path / 'empty.db'}"
+
+
+@pytest.fixture(scope="session")
+def migrated_template(tmp_path_factory, postgres: PostgresDatabases | None) -> str:
+    """A database migrated to head once per session; each test starts from a copy of it."""
+    if postgres is not None:
+        url = postgres.new()
+        migrate.upgrade(url)
+        return make_url(url).database
+    path = tmp_path_factory.mktemp("template") / "bulwark.db"
+    migrate.upgrade(f"sqlite:///{path}")
+    return str(path)
+
+
+@pytest.fixture
+def database_url(tmp_path: Path, postgres: PostgresDatabases | None, migrated_template) -> str:
+    """A fresh database at the newest schema for one test."""
+    if postgres is not None:
+        return postgres.new(template=migrated_template)
+    path = tmp_path / "bulwark.db"
+    shutil.copyfile(migrated_template, path)
+    return f"sqlite:///{path}"
 
 
 @pytest.fixture

@@ -1,1 +1,3 @@
 """The REST API under /api/v1."""
+
+API_PREFIX = "/api/v1"

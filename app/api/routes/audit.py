@@ -7,13 +7,14 @@ from datetime import datetime
 from fastapi import APIRouter, Query
 from sqlalchemy import select
 
+from app.api import API_PREFIX
 from app.api.deps import DbSession, require
 from app.api.pagination import MAX_LIMIT, Page, paginate
 from app.api.schemas.catalog import AuditEventOut
 from app.db.models import AuditEvent
 from app.security.roles import Permission
 
-router = APIRouter(prefix="/audit-events", tags=["audit"])
+router = APIRouter(prefix=API_PREFIX + "/audit-events", tags=["audit"])
 
 
 @router.get("", response_model=Page[AuditEventOut], summary="Search the audit log")

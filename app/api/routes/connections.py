@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy import select
 
+from app.api import API_PREFIX
 from app.api.deps import DbSession, Reader, require, runtime
 from app.api.pagination import MAX_LIMIT, Page, paginate
 from app.api.problems import conflict, not_found
@@ -15,7 +16,7 @@ from app.db.models import Connection, ExchangeServer, Policy
 from app.domain.connections import ConnectionKind, ConnectionStatus
 from app.security.roles import Permission
 
-router = APIRouter(prefix="/connections", tags=["connections"])
+router = APIRouter(prefix=API_PREFIX + "/connections", tags=["connections"])
 Admin = require(Permission.MANAGE_CONNECTIONS)
 SORTABLE = {
     "name": Connection.name,

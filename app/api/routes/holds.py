@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Query
 from sqlalchemy import select
 
+from app.api import API_PREFIX
 from app.api.deps import DbSession, Reader, require
 from app.api.pagination import MAX_LIMIT, Page, paginate
 from app.api.problems import conflict, invalid, not_found
@@ -14,7 +15,7 @@ from app.db.models import ExchangeServer, LegalHold, RestorePoint
 from app.db.types import utcnow
 from app.security.roles import Permission
 
-router = APIRouter(prefix="/legal-holds", tags=["legal holds"])
+router = APIRouter(prefix=API_PREFIX + "/legal-holds", tags=["legal holds"])
 Holder = require(Permission.MANAGE_HOLDS)
 SORTABLE = {"name": LegalHold.name, "created_at": LegalHold.created_at}
 

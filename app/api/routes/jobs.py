@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
+from app.api import API_PREFIX
 from app.api.deps import DbSession, Reader, require
 from app.api.pagination import MAX_LIMIT, Page, paginate
 from app.api.problems import Problem, conflict, invalid, not_found
@@ -19,7 +20,7 @@ from app.domain.connections import ConnectionKind
 from app.domain.jobs import JobKind, JobState
 from app.security.roles import Permission
 
-router = APIRouter(tags=["jobs"])
+router = APIRouter(prefix=API_PREFIX, tags=["jobs"])
 SORTABLE = {
     "created_at": Job.created_at,
     "state": Job.state,

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Query, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.api import API_PREFIX
 from app.api.deps import DbSession, Reader, require
 from app.api.pagination import MAX_LIMIT, Page, paginate
 from app.api.problems import conflict, invalid, not_found
@@ -16,7 +17,7 @@ from app.domain.connections import ConnectionKind
 from app.domain.protection import ProtectionMethod
 from app.security.roles import Permission
 
-router = APIRouter(prefix="/policies", tags=["policies"])
+router = APIRouter(prefix=API_PREFIX + "/policies", tags=["policies"])
 Manager = require(Permission.MANAGE_PROTECTION)
 SORTABLE = {
     "name": Policy.name,

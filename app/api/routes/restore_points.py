@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, Response
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
+from app.api import API_PREFIX
 from app.api.deps import DbSession, Reader, require
 from app.api.pagination import MAX_LIMIT, Page, paginate
 from app.api.problems import conflict, not_found
@@ -19,7 +20,7 @@ from app.domain.protection import ProtectionMethod, RestorePointStatus, Verifica
 from app.domain.retention import removal_blocker
 from app.security.roles import Permission
 
-router = APIRouter(prefix="/restore-points", tags=["restore points"])
+router = APIRouter(prefix=API_PREFIX + "/restore-points", tags=["restore points"])
 SORTABLE = {
     "captured_at": RestorePoint.captured_at,
     "size_bytes": RestorePoint.size_bytes,

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Query, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
+from app.api import API_PREFIX
 from app.api.deps import DbSession, Reader, require
 from app.api.pagination import MAX_LIMIT, Page, paginate
 from app.api.problems import conflict, invalid, not_found
@@ -29,7 +30,7 @@ from app.domain.connections import ConnectionKind
 from app.domain.protection import DatabaseLayout, layout_for_backing
 from app.security.roles import Permission
 
-router = APIRouter(prefix="/servers", tags=["exchange servers"])
+router = APIRouter(prefix=API_PREFIX + "/servers", tags=["exchange servers"])
 Manager = require(Permission.MANAGE_PROTECTION)
 SORTABLE = {"name": ExchangeServer.name, "created_at": ExchangeServer.created_at}
 

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Query, Response
 from sqlalchemy import select
 
 from app.accounts import create_token
+from app.api import API_PREFIX
 from app.api.deps import CurrentPrincipal, DbSession
 from app.api.pagination import MAX_LIMIT, Page, paginate
 from app.api.problems import Problem, invalid, not_found
@@ -15,7 +16,7 @@ from app.db.models import ApiToken, User
 from app.db.types import utcnow
 from app.security.roles import Permission
 
-router = APIRouter(prefix="/tokens", tags=["api tokens"])
+router = APIRouter(prefix=API_PREFIX + "/tokens", tags=["api tokens"])
 
 
 @router.get("", response_model=Page[TokenOut], summary="List API tokens (yours; admins: all)")

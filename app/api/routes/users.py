@@ -6,6 +6,7 @@ from fastapi import APIRouter, Query, Response
 from sqlalchemy import func, select
 
 from app.accounts import AccountError, create_user
+from app.api import API_PREFIX
 from app.api.deps import CurrentPrincipal, DbSession, require
 from app.api.pagination import MAX_LIMIT, Page, paginate
 from app.api.problems import Problem, conflict, invalid, not_found
@@ -15,7 +16,7 @@ from app.db.models import User
 from app.security.passwords import hash_password, verify_password
 from app.security.roles import Permission, Role
 
-router = APIRouter(tags=["users"])
+router = APIRouter(prefix=API_PREFIX, tags=["users"])
 Admin = require(Permission.MANAGE_USERS)
 
 

@@ -1,0 +1,161 @@
+"""Jobs, the restore-point catalog, legal holds and compliance retention."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from app.db.models import RestorePoint, RestorePointCopy
+from app.db.types import utcnow
+from app.domain.protection import Consistency, CopyLocation, ProtectionMethod
+from tests.api.conftest import assert_problem
+
+
+@pytest.fixture
+def server_id(client, admin) -> int:
+    return client.post("/api/v1/servers", headers=admin, json={"name": "EXCH-1"}).json()["id"]
+
+
+def _restore_point(app, server_id: int, **over) -> int:
+    """A catalog entry as a backup job writes it (jobs arrive with the job engine)."""
+    with app.state.runtime.db.session() as session:
+        point = RestorePoint(
+            server_id=server_id,
+            method=ProtectionMethod.VMFS_SNAPSHOT,
+            consistency=Consistency.HOT_CRASH_SCRIPTED,
+            capabilities=["whole_database"],
+            size_bytes=1 << 30,
+            **over,
+        )
+        point.copies = [
+            RestorePointCopy(location=CopyLocation.VM_SNAPSHOT, reference="snapshot-101")
+        ]
+        session.add(point)
+        session.flush()
+        return point.id
+
+
+def test_jobs_are_queued_listed_and_cancelled(client, admin, server_id):
+    repo = client.post(
+        "/api/v1/connections", json={"name": "r", "kind": "repository"}, headers=admin
+    ).json()["id"]
+    pid = client.post(
+        "/api/v1/policies",
+        headers=admin,
+        json={
+            "name": "p",
+            "method": "vm_image",
+            "consistency": "crash",
+            "rpo_minutes": 60,
+            "repository_id": repo,
+            "targets": [{"server_id": server_id}],
+        },
+    ).json()["id"]
+    r = client.post("/api/v1/jobs", json={"kind": "backup", "policy_id": pid}, headers=admin)
+    assert r.status_code == 202, r.text
+    job = r.json()
+    assert job["state"] == "queued" and job["created_by"].startswith("user-admin")
+    listed = client.get("/api/v1/jobs?state=queued&kind=backup", headers=admin).json()
+    assert [j["id"] for j in listed["items"]] == [job["id"]]
+    r = client.post(f"/api/v1/jobs/{job['id']}/cancel", headers=admin)
+    assert r.json()["state"] == "cancelled"
+    assert_problem(
+        client.post(f"/api/v1/jobs/{job['id']}/cancel", headers=admin), 409, "already cancelled"
+    )
+    detail = client.get(f"/api/v1/jobs/{job['id']}", headers=admin).json()
+    assert detail["events"] == []
+
+
+def test_job_input_is_checked(client, admin):
+    assert_problem(
+        client.post("/api/v1/jobs", json={"kind": "backup"}, headers=admin), 422, "policy_id"
+    )
+    assert_problem(
+        client.post(
+            "/api/v1/jobs", json={"kind": "restore", "restore_point_id": 77}, headers=admin
+        ),
+        422,
+        "does not exist",
+    )
+    assert_problem(
+        client.post("/api/v1/jobs", json={"kind": "sync"}, headers=admin), 422, "vCenter"
+    )
+    assert_problem(client.post("/api/v1/jobs", json={"kind": "reboot"}, headers=admin), 422)
+    assert_problem(client.get("/api/v1/jobs/999", headers=admin), 404)
+
+
+def test_restore_point_listing_and_filters(app, client, admin, server_id):
+    old = _restore_point(app, server_id, captured_at=utcnow() - timedelta(days=3))
+    new = _restore_point(app, server_id)
+    page = client.get(f"/api/v1/restore-points?server_id={server_id}", headers=admin).json()
+    assert [p["id"] for p in page["items"]] == [new, old]  # newest first
+    assert page["items"][0]["copies"][0]["location"] == "vm_snapshot"
+    since = (utcnow() - timedelta(days=1)).isoformat()
+    recent = client.get("/api/v1/restore-points", params={"since": since}, headers=admin).json()
+    assert [p["id"] for p in recent["items"]] == [new]
+
+
+def test_legal_hold_blocks_removal_until_released(app, client, admin, server_id):
+    point = _restore_point(app, server_id)
+    hold = client.post(
+        "/api/v1/legal-holds",
+        headers=admin,
+        json={
+            "name": "case-2026-17",
+            "reason": "records request",
+            "scope": "server",
+            "server_id": server_id,
+        },
+    ).json()
+    assert client.get(f"/api/v1/restore-points/{point}", headers=admin).json()["on_hold"]
+    assert_problem(
+        client.delete(f"/api/v1/restore-points/{point}", headers=admin), 409, "legal hold"
+    )
+    r = client.post(f"/api/v1/legal-holds/{hold['id']}/release", headers=admin)
+    assert r.status_code == 200 and r.json()["released_by"].startswith("user-admin")
+    assert_problem(client.post(f"/api/v1/legal-holds/{hold['id']}/release", headers=admin), 409)
+    assert client.delete(f"/api/v1/restore-points/{point}", headers=admin).status_code == 204
+    assert (
+        client.get(f"/api/v1/restore-points/{point}", headers=admin).json()["status"] == "expired"
+    )
+
+
+def test_compliance_retention_blocks_removal(app, client, admin, server_id):
+    point = _restore_point(app, server_id, retain_until=utcnow() + timedelta(days=2555))
+    assert_problem(
+        client.delete(f"/api/v1/restore-points/{point}", headers=admin), 409, "compliance retention"
+    )
+    refused = client.get(
+        "/api/v1/audit-events?action=restore_point.delete&outcome=refused", headers=admin
+    ).json()
+    assert refused["total"] == 1
+
+
+def test_hold_input_is_checked(client, admin):
+    assert_problem(
+        client.post(
+            "/api/v1/legal-holds",
+            headers=admin,
+            json={"name": "h", "reason": "r", "scope": "server"},
+        ),
+        422,
+        "server_id",
+    )
+    assert_problem(
+        client.post(
+            "/api/v1/legal-holds",
+            headers=admin,
+            json={"name": "h", "reason": "r", "scope": "server", "server_id": 999},
+        ),
+        422,
+        "does not exist",
+    )
+    assert_problem(
+        client.post(
+            "/api/v1/legal-holds",
+            headers=admin,
+            json={"name": "h", "reason": "r", "scope": "planet"},
+        ),
+        422,
+    )
