@@ -37,14 +37,25 @@ def _policy(repo: int, **over) -> dict:
 
 def test_policy_lifecycle(client, admin, repo, server):
     db = server["databases"][0]
-    body = _policy(
-        repo,
-        targets=[{"server_id": server["id"]}, {"server_id": server["id"], "database_id": db["id"]}],
+    # A VM image covers the server; a database-level method covers its databases.
+    r = client.post(
+        "/api/v1/policies",
+        headers=admin,
+        json=_policy(
+            repo,
+            name="db-level",
+            method="vmfs_snapshot",
+            consistency="cold",
+            targets=[{"server_id": server["id"], "database_id": db["id"]}],
+        ),
     )
-    r = client.post("/api/v1/policies", json=body, headers=admin)
+    assert r.status_code == 201, r.text
+    r = client.post(
+        "/api/v1/policies", json=_policy(repo, targets=[{"server_id": server["id"]}]), headers=admin
+    )
     assert r.status_code == 201, r.text
     p = r.json()
-    assert p["compliance_retention_days"] == 2555 and len(p["targets"]) == 2
+    assert p["compliance_retention_days"] == 2555 and len(p["targets"]) == 1
 
     r = client.patch(
         f"/api/v1/policies/{p['id']}",
@@ -63,9 +74,9 @@ def test_policy_lifecycle(client, admin, repo, server):
     )
     assert r.status_code == 200, r.text
     listed = client.get(f"/api/v1/policies?server_id={server['id']}", headers=admin).json()
-    assert listed["total"] == 1
+    assert listed["total"] == 2
     assert client.delete(f"/api/v1/policies/{p['id']}", headers=admin).status_code == 204
-    assert client.get("/api/v1/policies", headers=admin).json()["total"] == 0
+    assert client.get("/api/v1/policies", headers=admin).json()["total"] == 1
 
 
 @pytest.mark.parametrize(
@@ -106,3 +117,68 @@ def test_target_database_must_belong_to_server(client, admin, repo, server):
 def test_duplicate_policy_name(client, admin, repo):
     assert client.post("/api/v1/policies", json=_policy(repo), headers=admin).status_code == 201
     assert_problem(client.post("/api/v1/policies", json=_policy(repo), headers=admin), 409)
+
+
+def test_policy_the_layout_cannot_give_is_refused(client, admin, repo):
+    server = client.post(
+        "/api/v1/servers",
+        headers=admin,
+        json={
+            "name": "EXCH-P",
+            "databases": [
+                {"name": "DBP", "layout": "rdm_physical"},
+                {"name": "DBV", "layout": "rdm_virtual"},
+            ],
+        },
+    ).json()
+    dbs = {d["name"]: d["id"] for d in server["databases"]}
+
+    def target(name):
+        return [{"server_id": server["id"], "database_id": dbs[name]}]
+
+    r = client.post(
+        "/api/v1/policies",
+        headers=admin,
+        json=_policy(repo, method="vmfs_snapshot", consistency="cold", targets=target("DBP")),
+    )
+    body = assert_problem(r, 422, "VMFS cannot snapshot")
+    assert body["type"] == "/problems/protection-not-possible"
+    r = client.post(
+        "/api/v1/policies",
+        headers=admin,
+        json=_policy(
+            repo, method="vmfs_snapshot", consistency="hot_crash_scripted", targets=target("DBV")
+        ),
+    )
+    assert_problem(r, 422, "needs pre- and post-snapshot scripts")
+    r = client.post(
+        "/api/v1/policies",
+        headers=admin,
+        json=_policy(
+            repo,
+            method="array_snapshot",
+            consistency="hot_application",
+            targets=target("DBP"),
+            restores_needed=["mailbox"],
+        ),
+    )
+    assert_problem(r, 422, "never a single mailbox")
+    r = client.post(
+        "/api/v1/policies",
+        headers=admin,
+        json=_policy(
+            repo,
+            method="vmfs_snapshot",
+            consistency="hot_crash_scripted",
+            targets=target("DBV"),
+            pre_script="quiesce.cmd",
+            post_script="resume.cmd",
+        ),
+    )
+    assert r.status_code == 201, r.text
+    # A change that breaks the fit is refused too, and nothing of it is kept.
+    r = client.patch(
+        f"/api/v1/policies/{r.json()['id']}", headers=admin, json={"post_script": None}
+    )
+    assert_problem(r, 422, "scripts")
+    assert client.get("/api/v1/policies", headers=admin).json()["items"][0]["post_script"]

@@ -6,27 +6,27 @@ import pytest
 
 from app.security.roles import Role
 
-A, O, R, U = Role.ADMIN, Role.OPERATOR, Role.RESTORE_OPERATOR, Role.AUDITOR
+A, OP, R, U = Role.ADMIN, Role.OPERATOR, Role.RESTORE_OPERATOR, Role.AUDITOR
 
 # (method, path, body, roles allowed). Bodies are valid, so a refusal can only be the role.
 CASES = [
-    ("GET", "/api/v1/connections", None, {A, O, R, U}),
+    ("GET", "/api/v1/connections", None, {A, OP, R, U}),
     ("POST", "/api/v1/connections", {"name": "c-{role}", "kind": "vcenter"}, {A}),
-    ("GET", "/api/v1/servers", None, {A, O, R, U}),
-    ("POST", "/api/v1/servers", {"name": "s-{role}"}, {A, O}),
-    ("GET", "/api/v1/policies", None, {A, O, R, U}),
+    ("GET", "/api/v1/servers", None, {A, OP, R, U}),
+    ("POST", "/api/v1/servers", {"name": "s-{role}"}, {A, OP}),
+    ("GET", "/api/v1/policies", None, {A, OP, R, U}),
     (
         "POST",
         "/api/v1/policies",
         {"name": "p-{role}", "method": "vmfs_snapshot", "consistency": "cold", "rpo_minutes": 60},
-        {A, O},
+        {A, OP},
     ),
-    ("GET", "/api/v1/jobs", None, {A, O, R, U}),
-    ("POST", "/api/v1/jobs", {"kind": "backup", "policy_id": "{policy}"}, {A, O}),
-    ("POST", "/api/v1/jobs", {"kind": "restore", "restore_point_id": "{point}"}, {A, O, R}),
-    ("GET", "/api/v1/restore-points", None, {A, O, R, U}),
-    ("DELETE", "/api/v1/restore-points/{point}", None, {A, O}),
-    ("GET", "/api/v1/legal-holds", None, {A, O, R, U}),
+    ("GET", "/api/v1/jobs", None, {A, OP, R, U}),
+    ("POST", "/api/v1/jobs", {"kind": "backup", "policy_id": "{policy}"}, {A, OP}),
+    ("POST", "/api/v1/jobs", {"kind": "restore", "restore_point_id": "{point}"}, {A, OP, R}),
+    ("GET", "/api/v1/restore-points", None, {A, OP, R, U}),
+    ("DELETE", "/api/v1/restore-points/{point}", None, {A, OP}),
+    ("GET", "/api/v1/legal-holds", None, {A, OP, R, U}),
     (
         "POST",
         "/api/v1/legal-holds",
@@ -41,9 +41,9 @@ CASES = [
         {"username": "u-{role}", "password": "a-long-password", "role": "auditor"},
         {A},
     ),
-    ("GET", "/api/v1/me", None, {A, O, R, U}),
-    ("GET", "/api/v1/tokens", None, {A, O, R, U}),
-    ("GET", "/metrics", None, {A, O, R, U}),
+    ("GET", "/api/v1/me", None, {A, OP, R, U}),
+    ("GET", "/api/v1/tokens", None, {A, OP, R, U}),
+    ("GET", "/metrics", None, {A, OP, R, U}),
 ]
 
 

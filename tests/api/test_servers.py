@@ -150,3 +150,27 @@ def test_list_servers_filters(client, admin):
         s["name"] for s in client.get("/api/v1/servers?sort=-name", headers=admin).json()["items"]
     ]
     assert names == ["OTHER", "EXCH-B", "EXCH-A"]
+
+
+def test_advice_per_database(app, client, admin):
+    cid = _vcenter(client, admin)
+    _synced_vm(app, cid)
+    sid = client.post(
+        "/api/v1/servers",
+        headers=admin,
+        json={
+            "name": "EXCH-MBX01",
+            "connection_id": cid,
+            "vm_moref": "vm-42",
+            "databases": [
+                {"name": "DB01", "database_disk_key": 2000},
+                {"name": "DB02", "database_disk_key": 2001},
+            ],
+        },
+    ).json()["id"]
+    advice = client.get(f"/api/v1/servers/{sid}/advice", headers=admin).json()
+    assert [o["method"] for o in advice["application"]] == ["vm_image"]
+    by_db = {d["name"]: {o["method"]: o for o in d["options"]} for d in advice["databases"]}
+    assert by_db["DB01"]["mailbox"]["applies"]
+    assert not by_db["DB02"]["vmfs_snapshot"]["applies"]
+    assert "VMFS cannot snapshot" in by_db["DB02"]["vmfs_snapshot"]["reason"]

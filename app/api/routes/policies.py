@@ -9,13 +9,15 @@ from sqlalchemy.orm import Session
 from app.api import API_PREFIX
 from app.api.deps import DbSession, Reader, require
 from app.api.pagination import MAX_LIMIT, Page, paginate
-from app.api.problems import conflict, invalid, not_found
+from app.api.problems import Problem, conflict, invalid, not_found
 from app.api.schemas.policies import PolicyCreate, PolicyOut, PolicyUpdate, TargetIn
 from app.audit import record
 from app.db.models import Connection, ExchangeDatabase, ExchangeServer, Policy, PolicyTarget
+from app.domain.advisor import PolicyRequest, policy_problems
 from app.domain.connections import ConnectionKind
-from app.domain.protection import ProtectionMethod
+from app.domain.protection import ProtectionMethod, RestoreCapability
 from app.security.roles import Permission
+from app.strategies import DECLARATIONS
 
 router = APIRouter(prefix=API_PREFIX + "/policies", tags=["policies"])
 Manager = require(Permission.MANAGE_PROTECTION)
@@ -67,6 +69,48 @@ def _targets(session: Session, targets: list[TargetIn]) -> list[PolicyTarget]:
         seen.add(key)
         rows.append(PolicyTarget(server_id=t.server_id, database_id=t.database_id))
     return rows
+
+
+def _check_fits_targets(session: Session, policy: Policy, targets: list[PolicyTarget]) -> None:
+    """Refuse what a target's layout cannot give with this method (the advisor's rules)."""
+    declaration = DECLARATIONS[policy.method]
+    servers = {
+        s.id: s
+        for s in session.scalars(
+            select(ExchangeServer).where(ExchangeServer.id.in_({t.server_id for t in targets}))
+        )
+    }
+    databases = {
+        d.id: d
+        for d in session.scalars(
+            select(ExchangeDatabase).where(
+                ExchangeDatabase.id.in_({t.database_id for t in targets if t.database_id})
+            )
+        )
+    }
+    problems = []
+    for t in targets:
+        db = databases.get(t.database_id) if t.database_id else None
+        name = servers[t.server_id].name + (f"/{db.name}" if db else "")
+        problems += policy_problems(
+            declaration,
+            PolicyRequest(
+                target=name,
+                layout=db.layout if db else None,
+                consistency=policy.consistency,
+                has_scripts=bool(policy.pre_script and policy.post_script),
+                keep_on_primary=policy.keep_on_primary,
+                restores_needed=frozenset(RestoreCapability(c) for c in policy.restores_needed),
+            ),
+        )
+    if problems:
+        raise Problem(
+            422,
+            "; ".join(problems),
+            type_="/problems/protection-not-possible",
+            title="The policy asks for protection the layout cannot give",
+            problems=problems,
+        )
 
 
 def _check_schedule(policy: Policy) -> None:
@@ -125,6 +169,7 @@ def create_policy(body: PolicyCreate, session: DbSession, principal=Manager):
     policy = Policy(**body.model_dump(exclude={"targets"}))
     _check_repository_needed(policy)
     policy.targets = _targets(session, body.targets)
+    _check_fits_targets(session, policy, policy.targets)
     session.add(policy)
     session.flush()
     record(
@@ -162,8 +207,11 @@ def update_policy(policy_id: int, body: PolicyUpdate, session: DbSession, princi
     _check_schedule(policy)
     _check_repository_needed(policy)
     fields = sorted(changes)
-    if body.targets is not None:
-        new_targets = _targets(session, body.targets)
+    new_targets = None if body.targets is None else _targets(session, body.targets)
+    _check_fits_targets(
+        session, policy, new_targets if new_targets is not None else list(policy.targets)
+    )
+    if new_targets is not None:
         # Delete the old rows first: the unit of work would insert before it deletes.
         policy.targets.clear()
         session.flush()

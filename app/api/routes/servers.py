@@ -11,9 +11,12 @@ from app.api.deps import DbSession, Reader, require
 from app.api.pagination import MAX_LIMIT, Page, paginate
 from app.api.problems import conflict, invalid, not_found
 from app.api.schemas.servers import (
+    DatabaseAdvice,
     DatabaseIn,
     DatabaseOut,
     DatabaseUpdate,
+    MethodAdvice,
+    ServerAdvice,
     ServerCreate,
     ServerOut,
     ServerUpdate,
@@ -26,9 +29,11 @@ from app.db.models import (
     VirtualDisk,
     VirtualMachine,
 )
+from app.domain.advisor import advise
 from app.domain.connections import ConnectionKind
 from app.domain.protection import DatabaseLayout, layout_for_backing
 from app.security.roles import Permission
+from app.strategies import DECLARATIONS
 
 router = APIRouter(prefix=API_PREFIX + "/servers", tags=["exchange servers"])
 Manager = require(Permission.MANAGE_PROTECTION)
@@ -194,6 +199,35 @@ def delete_server(server_id: int, session: DbSession, principal=Manager):
     session.delete(server)
     record(session, principal.actor, "server.delete", "server", server_id, name=server.name)
     return Response(status_code=204)
+
+
+def _options_for(layout: DatabaseLayout, scope: str) -> list[MethodAdvice]:
+    declarations = [d for d in DECLARATIONS.values() if d.scope == scope]
+    return [MethodAdvice.model_validate(o) for o in advise(declarations, layout)]
+
+
+@router.get(
+    "/{server_id}/advice",
+    response_model=ServerAdvice,
+    summary="Which protection fits each database, and why the others do not",
+)
+def server_advice(server_id: int, session: DbSession, _: Reader):
+    server = get_server(session, server_id)
+    return ServerAdvice(
+        server_id=server.id,
+        server=server.name,
+        # The application lives on the system disk, a VMDK.
+        application=_options_for(DatabaseLayout.VMDK, "vm"),
+        databases=[
+            DatabaseAdvice(
+                database_id=db.id,
+                name=db.name,
+                layout=db.layout,
+                options=_options_for(db.layout, "database"),
+            )
+            for db in server.databases
+        ],
+    )
 
 
 @router.post(

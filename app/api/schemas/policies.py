@@ -6,7 +6,7 @@ from croniter import croniter
 from pydantic import Field, field_validator, model_validator
 
 from app.api.schemas.common import Input, LongText, Name, Output
-from app.domain.protection import Consistency, ProtectionMethod
+from app.domain.protection import Consistency, ProtectionMethod, RestoreCapability
 
 Script = str
 
@@ -43,6 +43,9 @@ class PolicyFields(Input):
     keep_monthly: int = Field(default=0, ge=0, le=1200)
     keep_yearly: int = Field(default=0, ge=0, le=100)
     compliance_retention_days: int | None = Field(default=None, ge=1, le=36500)
+    restores_needed: list[RestoreCapability] = Field(
+        default_factory=list, description="Restores that must be possible; checked per target"
+    )
 
     @field_validator("schedule_cron")
     @classmethod
@@ -82,6 +85,7 @@ class PolicyUpdate(Input):
     keep_monthly: int | None = Field(default=None, ge=0, le=1200)
     keep_yearly: int | None = Field(default=None, ge=0, le=100)
     compliance_retention_days: int | None = Field(default=None, ge=1, le=36500)
+    restores_needed: list[RestoreCapability] | None = None
     targets: list[TargetIn] | None = Field(default=None, max_length=1000)
 
     @field_validator("schedule_cron")
@@ -110,6 +114,7 @@ class PolicyOut(Output):
     keep_monthly: int
     keep_yearly: int
     compliance_retention_days: int | None
+    restores_needed: list[RestoreCapability]
     targets: list[TargetOut]
     created_at: datetime
     updated_at: datetime

@@ -60,3 +60,32 @@ class ServerOut(Output):
     databases: list[DatabaseOut]
     created_at: datetime
     updated_at: datetime
+
+
+class ConsistencyOption(Output):
+    consistency: str
+    needs: list[str]
+
+
+class MethodAdvice(Output):
+    method: str
+    title: str
+    applies: bool
+    reason: str
+    consistency: list[ConsistencyOption]
+    restores: list[str]
+    restores_from_primary: list[str]
+
+
+class DatabaseAdvice(Output):
+    database_id: int | None
+    name: str
+    layout: DatabaseLayout
+    options: list[MethodAdvice]
+
+
+class ServerAdvice(Output):
+    server_id: int
+    server: str
+    application: list[MethodAdvice]
+    databases: list[DatabaseAdvice]

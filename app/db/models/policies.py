@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db.base import Base, Timestamped
@@ -36,6 +36,8 @@ class Policy(Timestamped, Base):
     keep_weekly: Mapped[int] = mapped_column(default=0)
     keep_monthly: Mapped[int] = mapped_column(default=0)
     keep_yearly: Mapped[int] = mapped_column(default=0)
+    # What the operator must be able to restore; the advisor refuses what the method can't give.
+    restores_needed: Mapped[list[str]] = mapped_column(JSON, default=list)
     # Legal retention: nothing younger than this may be removed, whatever else says.
     compliance_retention_days: Mapped[int | None]
 

@@ -1,0 +1,111 @@
+"""The protection advisor: for a database, which methods fit, what each gives, and why not.
+
+It only reads strategy declarations (app.strategies); the rules live there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from app.domain.declarations import Declaration, Need
+from app.domain.protection import Consistency, DatabaseLayout, RestoreCapability
+
+CONSISTENCY_ORDER = list(Consistency)  # best first
+
+
+@dataclass(frozen=True)
+class Option:
+    method: str
+    title: str
+    applies: bool
+    reason: str  # why it applies (summary) or why it is ruled out
+    consistency: list[dict]  # [{"consistency": ..., "needs": [...]}] best first
+    restores: list[str]
+    restores_from_primary: list[str]
+
+
+def advise(declarations: Iterable[Declaration], layout: DatabaseLayout) -> list[Option]:
+    options = []
+    for d in declarations:
+        reaches = sorted(d.reach_on(layout), key=lambda r: CONSISTENCY_ORDER.index(r.consistency))
+        applies = bool(reaches)
+        options.append(
+            Option(
+                method=d.method.value,
+                title=d.title,
+                applies=applies,
+                reason=d.summary if applies else d.ruled_out.get(layout, "not for this layout"),
+                consistency=[
+                    {"consistency": r.consistency.value, "needs": sorted(n.value for n in r.needs)}
+                    for r in reaches
+                ],
+                restores=sorted(c.value for c in d.restores) if applies else [],
+                restores_from_primary=sorted(c.value for c in d.restores_from_primary)
+                if applies
+                else [],
+            )
+        )
+    # Methods that apply first, best consistency first.
+    return sorted(options, key=lambda o: (not o.applies, _best_rank(o)))
+
+
+def _best_rank(option: Option) -> int:
+    if not option.consistency:
+        return len(CONSISTENCY_ORDER)
+    return CONSISTENCY_ORDER.index(Consistency(option.consistency[0]["consistency"]))
+
+
+@dataclass(frozen=True)
+class PolicyRequest:
+    """What a policy asks of one target, as the advisor needs it."""
+
+    target: str  # e.g. "EXCH-MBX01/DB02", for messages
+    layout: DatabaseLayout | None  # None: the whole server (VM image)
+    consistency: Consistency
+    has_scripts: bool
+    keep_on_primary: int
+    restores_needed: frozenset[RestoreCapability]
+
+
+def policy_problems(declaration: Declaration, request: PolicyRequest) -> list[str]:
+    """Everything the policy asks that the method cannot give this target. Empty when fine."""
+    d, r = declaration, request
+    if r.layout is None:
+        if d.scope != "vm":
+            return [f"{r.target}: {d.title} protects databases; pick a database as the target"]
+        reaches = d.reach_on(DatabaseLayout.VMDK)  # the system disk is a VMDK
+    else:
+        if r.layout not in d.reaches:
+            return [f"{r.target}: {d.ruled_out.get(r.layout, 'not possible for this layout')}"]
+        reaches = d.reach_on(r.layout)
+    problems = []
+    match = [x for x in reaches if x.consistency == r.consistency]
+    if not match:
+        possible = ", ".join(x.consistency.value for x in reaches) or "none"
+        problems.append(
+            f"{r.target}: {d.title} cannot reach {r.consistency.value} consistency here "
+            f"(possible: {possible})"
+        )
+    elif Need.QUIESCE_SCRIPTS in match[0].needs and not r.has_scripts:
+        problems.append(
+            f"{r.target}: {r.consistency.value} with {d.title} needs pre- and post-snapshot "
+            "scripts that quiesce and resume the database"
+        )
+    available = set(d.restores)
+    if r.keep_on_primary > 0:
+        available |= d.restores_from_primary
+    for wanted in sorted(r.restores_needed - available):
+        if wanted in d.restores_from_primary:
+            problems.append(
+                f"{r.target}: {wanted.value} needs snapshots kept on primary storage "
+                "(set keep_on_primary above 0)"
+            )
+        elif wanted in (RestoreCapability.MAILBOX, RestoreCapability.MESSAGE):
+            problems.append(
+                f"{r.target}: a database-level backup restores only the whole database, "
+                f"never a single {wanted.value}; use mailbox-level backup for that"
+            )
+        else:
+            problems.append(f"{r.target}: {d.title} cannot restore {wanted.value}")
+    return problems

@@ -1,0 +1,52 @@
+"""What a protection method needs and what it yields.
+
+Each strategy publishes one ``Declaration``; the advisor and the policy checks read only these,
+so the whitepaper's rules are written once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from app.domain.connections import ConnectionKind
+from app.domain.protection import Consistency, DatabaseLayout, ProtectionMethod, RestoreCapability
+
+
+class Need(StrEnum):
+    """Conditions a consistency level depends on, in the operator's words."""
+
+    GUEST_QUIESCE = "VMware Tools quiesces the guest (VSS) during the snapshot"
+    IN_GUEST_AGENT = "an Exchange-aware agent runs inside the VM"
+    QUIESCE_SCRIPTS = "pre- and post-snapshot scripts quiesce and resume the database"
+    DATABASE_DISMOUNTED = "the database is dismounted while the snapshot is taken"
+    VM_POWERED_OFF = "the Exchange server is shut down while the snapshot is taken"
+
+
+@dataclass(frozen=True)
+class Reach:
+    """A consistency level the method reaches on a layout, and what that takes."""
+
+    consistency: Consistency
+    needs: frozenset[Need] = frozenset()
+
+
+@dataclass(frozen=True)
+class Declaration:
+    method: ProtectionMethod
+    title: str
+    summary: str
+    # "database": protects one database; "vm": the whole server image (the application).
+    scope: str
+    reaches: dict[DatabaseLayout, tuple[Reach, ...]]
+    # Why the method cannot protect a layout, quoted to the operator.
+    ruled_out: dict[DatabaseLayout, str]
+    restores: frozenset[RestoreCapability]
+    # Extra restores possible only while snapshots are kept on primary storage.
+    restores_from_primary: frozenset[RestoreCapability] = frozenset()
+    needs_connections: frozenset[ConnectionKind] = frozenset()
+    needs_proxy_capability: str | None = None
+    notes: tuple[str, ...] = field(default=())
+
+    def reach_on(self, layout: DatabaseLayout) -> tuple[Reach, ...]:
+        return self.reaches.get(layout, ())
