@@ -16,8 +16,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, make_url, text
 
+import app.db.models  # noqa: F401
 from app.config import Settings
 from app.db import migrate
+from app.db.base import Base
 
 TEST_DB = os.environ.get("BULWARK_TEST_DB", "sqlite")
 PG_ADMIN_URL = os.environ.get(
@@ -96,9 +98,17 @@ def migrated_template(tmp_path_factory, postgres: PostgresDatabases | None) -> s
 
 @pytest.fixture
 def database_url(tmp_path: Path, postgres: PostgresDatabases | None, migrated_template) -> str:
-    """A fresh database at the newest schema for one test."""
+    """A database at the newest schema with no rows in it, for one test."""
     if postgres is not None:
-        return postgres.new(template=migrated_template)
+        # Emptying the session's database is far cheaper than creating one per test.
+        url = postgres.url(migrated_template)
+        engine = create_engine(url)
+        with engine.begin() as conn:
+            # DELETE beats TRUNCATE on a handful of rows (TRUNCATE rewrites every table).
+            for table in reversed(Base.metadata.sorted_tables):
+                conn.execute(table.delete())
+        engine.dispose()
+        return url
     path = tmp_path / "bulwark.db"
     shutil.copyfile(migrated_template, path)
     return f"sqlite:///{path}"
