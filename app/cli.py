@@ -8,6 +8,7 @@ import typer
 
 from app.audit import Actor
 from app.config import get_settings
+from app.jobs.cli import worker_command
 from app.security.roles import Role
 
 cli = typer.Typer(help="Bulwark: data protection for Exchange on vSphere.", no_args_is_help=True)
@@ -41,7 +42,13 @@ def serve(
     host = host or settings.host
     port = port or settings.port
     typer.echo(f"Bulwark dashboard: http://{host}:{port}/  (API docs: http://{host}:{port}/docs)")
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", proxy_headers=True)
+    uvicorn.run(
+        create_app(settings, background_jobs=True),
+        host=host,
+        port=port,
+        log_level="info",
+        proxy_headers=True,
+    )
 
 
 @cli.command()
@@ -110,6 +117,9 @@ def token_create(
             raise typer.Exit(1)
         _, token = create_token(session, CLI_ACTOR, user, name, expires_in_days or None)
     typer.echo(token)
+
+
+cli.command("worker")(worker_command)
 
 
 def main() -> None:

@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     login_max_failures: int = 5
     login_window_s: int = 300
     log_level: str = "INFO"
+    # The worker `bulwark serve` runs in-process: its name and what it can reach.
+    worker_name: str | None = None
+    worker_capabilities: list[str] = ["vcenter"]
 
     @property
     def effective_database_url(self) -> str:

@@ -18,6 +18,7 @@ from app.api.routes import (
     connections,
     health,
     holds,
+    inventory,
     jobs,
     policies,
     restore_points,
@@ -42,15 +43,28 @@ Secrets (passwords, keys) are write-only: they are accepted, never returned.
 """
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, background_jobs: bool = False) -> FastAPI:
+    """The application. ``background_jobs`` also runs the scheduler and one worker in this
+    process (``bulwark serve`` does; tests of the API alone do not)."""
     settings = settings or get_settings()
     runtime = Runtime.from_settings(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         bootstrap.prepare(runtime)
-        yield
-        runtime.db.dispose()
+        jobs = None
+        if background_jobs:
+            from app.jobs import start_background
+
+            jobs = start_background(
+                runtime, worker_name=settings.worker_name, capabilities=settings.worker_capabilities
+            )
+        try:
+            yield
+        finally:
+            if jobs is not None:
+                jobs.stop()
+            runtime.db.dispose()
 
     app = FastAPI(
         title="Bulwark",
@@ -66,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     for module in (
         connections,
+        inventory,
         servers,
         policies,
         jobs,

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"reflect"
 	"sync"
 
 	"github.com/vmware/govmomi/simulator"
@@ -13,8 +14,9 @@ import (
 // pagingCollector is the lab's PropertyCollector. The simulator's own RetrievePropertiesEx
 // ignores RetrieveOptions.maxObjects and answers everything in one response, and it does not
 // implement ContinueRetrievePropertiesEx at all. A real vCenter pages large results, so a client
-// that never follows tokens silently loses objects there. This wrapper pages the simulator's
-// answer and keeps the remainder under a token, so Bulwark's paging code runs for real.
+// that never follows tokens silently loses objects there. This wrapper pages for real: it first
+// asks the simulator only which objects the request selects, then collects the properties of
+// one page of them at a time, keeping the rest of the list under a token.
 //
 // The simulator makes one instance per session by reflecting on the type registered for the
 // PropertyCollector singleton, so every session gets a pagingCollector (zero value) of its own.
@@ -26,8 +28,10 @@ type pagingCollector struct {
 	serial  int
 }
 
+// pendingPages is the unread rest of a paged result: which objects, and what to read of them.
 type pendingPages struct {
-	objects  []types.ObjectContent
+	refs     []types.ManagedObjectReference
+	propSet  []types.PropertySpec
 	pageSize int
 	issued   int // for evicting the oldest results when a client never finishes reading
 }
@@ -62,24 +66,73 @@ func (pc *pagingCollector) effectivePageSize(r *types.RetrievePropertiesEx) int 
 
 // RetrievePropertiesEx answers the first page and keeps the rest under a token.
 func (pc *pagingCollector) RetrievePropertiesEx(ctx *simulator.Context, r *types.RetrievePropertiesEx) soap.HasFault {
-	res := pc.PropertyCollector.RetrievePropertiesEx(ctx, r)
+	size := pc.effectivePageSize(r)
+	if size <= 0 {
+		return emptyAsUnset(pc.PropertyCollector.RetrievePropertiesEx(ctx, r))
+	}
+	// Which objects: the same request, reading no property of them.
+	selecting := *r
+	selecting.SpecSet = make([]types.PropertyFilterSpec, len(r.SpecSet))
+	var propSet []types.PropertySpec
+	for i, spec := range r.SpecSet {
+		selecting.SpecSet[i] = spec
+		selecting.SpecSet[i].PropSet = make([]types.PropertySpec, len(spec.PropSet))
+		for j, p := range spec.PropSet {
+			selecting.SpecSet[i].PropSet[j] = types.PropertySpec{Type: p.Type}
+		}
+		propSet = append(propSet, spec.PropSet...)
+	}
+	res := pc.PropertyCollector.RetrievePropertiesEx(ctx, &selecting)
 	body, ok := res.(*methods.RetrievePropertiesExBody)
 	if !ok || body.Res == nil || body.Res.Returnval == nil {
 		return res
 	}
-	size := pc.effectivePageSize(r)
-	objects := body.Res.Returnval.Objects
-	if len(objects) == 0 {
+	refs := make([]types.ManagedObjectReference, len(body.Res.Returnval.Objects))
+	for i, o := range body.Res.Returnval.Objects {
+		refs[i] = o.Obj
+	}
+	page, fault := pc.page(ctx, &pendingPages{refs: refs, propSet: propSet, pageSize: size})
+	if fault != nil {
+		return &methods.RetrievePropertiesExBody{Fault_: fault}
+	}
+	if len(page.Objects) == 0 && page.Token == "" {
 		// vCenter answers an empty result with no RetrieveResult at all.
+		return &methods.RetrievePropertiesExBody{Res: &types.RetrievePropertiesExResponse{}}
+	}
+	return &methods.RetrievePropertiesExBody{Res: &types.RetrievePropertiesExResponse{Returnval: page}}
+}
+
+// page collects the properties of the next page of objects, keeping the rest under a token.
+func (pc *pagingCollector) page(ctx *simulator.Context, p *pendingPages) (*types.RetrieveResult, *soap.Fault) {
+	n := p.pageSize
+	if n > len(p.refs) {
+		n = len(p.refs)
+	}
+	result := &types.RetrieveResult{}
+	if n > 0 {
+		spec := types.PropertyFilterSpec{PropSet: p.propSet, ReportMissingObjectsInResults: types.NewBool(true)}
+		for _, ref := range p.refs[:n] {
+			spec.ObjectSet = append(spec.ObjectSet, types.ObjectSpec{Obj: ref})
+		}
+		res := pc.PropertyCollector.RetrievePropertiesEx(ctx, &types.RetrievePropertiesEx{SpecSet: []types.PropertyFilterSpec{spec}})
+		body := res.(*methods.RetrievePropertiesExBody)
+		if body.Fault_ != nil {
+			return nil, body.Fault_
+		}
+		result.Objects = body.Res.Returnval.Objects
+	}
+	if rest := p.refs[n:]; len(rest) > 0 {
+		result.Token = pc.keep(&pendingPages{refs: rest, propSet: p.propSet, pageSize: p.pageSize})
+	}
+	return result, nil
+}
+
+func emptyAsUnset(res soap.HasFault) soap.HasFault {
+	if body, ok := res.(*methods.RetrievePropertiesExBody); ok && body.Res != nil && body.Res.Returnval != nil &&
+		len(body.Res.Returnval.Objects) == 0 {
 		body.Res.Returnval = nil
-		return body
 	}
-	if size <= 0 || len(objects) <= size {
-		return body
-	}
-	body.Res.Returnval.Objects = objects[:size]
-	body.Res.Returnval.Token = pc.keep(objects[size:], size)
-	return body
+	return res
 }
 
 // ContinueRetrievePropertiesEx answers the next page of a result left under a token.
@@ -94,12 +147,12 @@ func (pc *pagingCollector) ContinueRetrievePropertiesEx(ctx *simulator.Context, 
 			&types.InvalidArgument{InvalidProperty: "token"})
 		return body
 	}
-	result := types.RetrieveResult{Objects: pending.objects}
-	if len(pending.objects) > pending.pageSize {
-		result.Objects = pending.objects[:pending.pageSize]
-		result.Token = pc.keep(pending.objects[pending.pageSize:], pending.pageSize)
+	page, fault := pc.page(ctx, pending)
+	if fault != nil {
+		body.Fault_ = fault
+		return body
 	}
-	body.Res = &types.ContinueRetrievePropertiesExResponse{Returnval: result}
+	body.Res = &types.ContinueRetrievePropertiesExResponse{Returnval: *page}
 	return body
 }
 
@@ -121,7 +174,7 @@ func (pc *pagingCollector) CreatePropertyCollector(ctx *simulator.Context, c *ty
 	}
 }
 
-func (pc *pagingCollector) keep(objects []types.ObjectContent, pageSize int) string {
+func (pc *pagingCollector) keep(p *pendingPages) string {
 	pc.pagesMu.Lock()
 	defer pc.pagesMu.Unlock()
 	if pc.pages == nil {
@@ -130,14 +183,58 @@ func (pc *pagingCollector) keep(objects []types.ObjectContent, pageSize int) str
 	pc.serial++
 	if len(pc.pages) >= maxPendingResults {
 		oldest, first := "", -1
-		for token, p := range pc.pages {
-			if first < 0 || p.issued < first {
-				oldest, first = token, p.issued
+		for token, q := range pc.pages {
+			if first < 0 || q.issued < first {
+				oldest, first = token, q.issued
 			}
 		}
 		delete(pc.pages, oldest)
 	}
 	token := fmt.Sprintf("bulwark-lab-page-%d", pc.serial)
-	pc.pages[token] = &pendingPages{objects: objects, pageSize: pageSize, issued: pc.serial}
+	p.issued = pc.serial
+	pc.pages[token] = p
 	return token
+}
+
+// FetchResponse mirrors the simulator's internal type of that name (which this package cannot
+// import): the SOAP element of a response is named after the Go type.
+type FetchResponse struct {
+	Returnval types.AnyType `xml:"returnval,omitempty,typeattr"`
+}
+
+type fetchBody struct {
+	Res    *FetchResponse `xml:"FetchResponse,omitempty"`
+	Fault_ *soap.Fault    `xml:"http://schemas.xmlsoap.org/soap/envelope/ Fault,omitempty"`
+}
+
+func (b *fetchBody) Fault() *soap.Fault { return b.Fault_ }
+
+// Fetch is the call behind pyvmomi's attribute access (vm.snapshot, vm.config, ...). The
+// simulator's Fetch indexes an empty list when the property is unset (a VM without snapshots,
+// for one), panics and drops the connection; vCenter answers "unset". This answers unset
+// properties itself and hands every other call to the simulator.
+//
+// req is the simulator's internal request type, which this package cannot name; the simulator
+// passes it through reflection, so an interface{} parameter receives it.
+func (pc *pagingCollector) Fetch(ctx *simulator.Context, req interface{}) soap.HasFault {
+	rv := reflect.ValueOf(req).Elem()
+	this, _ := rv.FieldByName("This").Interface().(types.ManagedObjectReference)
+	prop := rv.FieldByName("Prop").String()
+	if this.Type != "ServiceInstance" && simulator.Map.Get(this) != nil {
+		res := pc.PropertyCollector.RetrievePropertiesEx(ctx, &types.RetrievePropertiesEx{
+			SpecSet: []types.PropertyFilterSpec{{
+				PropSet:   []types.PropertySpec{{Type: this.Type, PathSet: []string{prop}}},
+				ObjectSet: []types.ObjectSpec{{Obj: this}},
+			}},
+		})
+		if body, ok := res.(*methods.RetrievePropertiesExBody); ok && body.Res != nil && body.Res.Returnval != nil {
+			objects := body.Res.Returnval.Objects
+			if len(objects) == 1 && len(objects[0].PropSet) == 0 && len(objects[0].MissingSet) == 0 {
+				return &fetchBody{Res: &FetchResponse{}}
+			}
+		}
+	}
+	out := reflect.ValueOf(&pc.PropertyCollector).MethodByName("Fetch").Call(
+		[]reflect.Value{reflect.ValueOf(ctx), reflect.ValueOf(req)})
+	return out[0].Interface().(soap.HasFault)
 }

@@ -87,7 +87,7 @@ func run(o options) error {
 
 	ownState := o.stateDir == ""
 	if ownState {
-		o.stateDir, err = ioutil.TempDir("", "bulwark-lab-")
+		o.stateDir, err = ioutil.TempDir(stateRoot(), "bulwark-lab-")
 		if err != nil {
 			return err
 		}
@@ -138,7 +138,6 @@ func run(o options) error {
 	model.Service.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
 	model.Service.Listen = &url.URL{Host: o.listen, User: url.UserPassword(o.user, o.password)}
 	server := model.Service.NewServer()
-	defer server.Close()
 
 	estate.URL = server.URL.String()
 	estate.Host = server.URL.Hostname()
@@ -170,7 +169,37 @@ func run(o options) error {
 	}
 	sig := <-stop
 	fmt.Fprintf(os.Stderr, "bulwark-lab: %v, stopping\n", sig)
+	// Closing waits for requests in flight (a client may be in a long WaitForUpdatesEx);
+	// give them a moment, then leave: the state folder is removed either way (deferred).
+	closed := make(chan struct{})
+	go func() {
+		server.CloseClientConnections()
+		server.Close()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+	case <-time.After(2 * time.Second):
+	}
 	return nil
+}
+
+// stateRoot picks where a temporary state directory goes: $BULWARK_LAB_TMPDIR if set, else
+// /dev/shm when it is a writable tmpfs with room to spare (a 5,000-VM estate is ~30,000 small
+// files; on this project's virtual disks creating them takes several times longer than in
+// memory, and varies with the neighbours' I/O), else the system's temporary folder.
+func stateRoot() string {
+	if dir := os.Getenv("BULWARK_LAB_TMPDIR"); dir != "" {
+		return dir
+	}
+	var st syscall.Statfs_t
+	if err := syscall.Statfs("/dev/shm", &st); err == nil && int64(st.Bavail)*int64(st.Bsize) > 1<<30 {
+		if probe, err := ioutil.TempDir("/dev/shm", ".bulwark-lab-probe-"); err == nil {
+			_ = os.Remove(probe)
+			return "/dev/shm"
+		}
+	}
+	return os.TempDir()
 }
 
 type stdinClosed struct{}

@@ -10,16 +10,21 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, make_url, text
 
 import app.db.models  # noqa: F401
+from app.accounts import create_token, create_user
+from app.audit import Actor
 from app.config import Settings
 from app.db import migrate
 from app.db.base import Base
+from app.main import create_app
+from app.security.roles import Role
 
 TEST_DB = os.environ.get("BULWARK_TEST_DB", "sqlite")
 PG_ADMIN_URL = os.environ.get(
@@ -129,3 +134,52 @@ def settings(tmp_path: Path, database_url: str) -> Settings:
 def output_dir() -> Path:
     OUTPUT.mkdir(exist_ok=True)
     return OUTPUT
+
+
+@pytest.fixture(scope="session")
+def lab():
+    """The vSphere lab (govmomi simulator with an Exchange estate), one per test session."""
+    from tests.lab_fixture import LabUnavailable, must_have_lab, running_lab
+
+    try:
+        with running_lab() as running:
+            yield running
+    except LabUnavailable as exc:
+        if must_have_lab():
+            pytest.fail(f"the vSphere lab is required in CI: {exc}")
+        pytest.skip(f"vSphere lab unavailable (run 'make test' to build it): {exc}")
+
+
+TEST_ACTOR = Actor("test-setup", "system")
+
+
+@pytest.fixture
+def app(settings):
+    return create_app(settings)
+
+
+@pytest.fixture
+def client(app) -> Iterator[TestClient]:
+    with TestClient(app) as c:
+        yield c
+
+
+@pytest.fixture
+def headers_for(app, client) -> Callable[[Role], dict[str, str]]:
+    """API token headers for a fresh user with the given role."""
+    made: dict[Role, dict[str, str]] = {}
+
+    def _make(role: Role) -> dict[str, str]:
+        if role not in made:
+            with app.state.runtime.db.session() as session:
+                user = create_user(session, TEST_ACTOR, f"user-{role}", "long-password-123", role)
+                _, token = create_token(session, TEST_ACTOR, user, "tests", 1)
+            made[role] = {"Authorization": f"Bearer {token}"}
+        return made[role]
+
+    return _make
+
+
+@pytest.fixture
+def admin(headers_for) -> dict[str, str]:
+    return headers_for(Role.ADMIN)

@@ -32,7 +32,9 @@ def db_session(request: Request) -> Iterator[Session]:
         yield session
 
 
-DbSession = Annotated[Session, Depends(db_session)]
+# Function scope: the transaction commits before the response is sent, so a client that got
+# 201 reads its change straight away, and a failed commit is an error response, not a lie.
+DbSession = Annotated[Session, Depends(db_session, scope="function")]
 
 
 @dataclass(frozen=True)

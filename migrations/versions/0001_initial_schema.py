@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-25 18:14:51.354781
+Create Date: 2026-11-25 18:43:14.608917
 """
 
 from collections.abc import Sequence
@@ -44,6 +44,8 @@ def upgrade() -> None:
     sa.Column('port', sa.Integer(), nullable=True),
     sa.Column('username', sa.String(length=128), nullable=False),
     sa.Column('secret_ciphertext', sa.LargeBinary(), nullable=True),
+    sa.Column('guest_username', sa.String(length=128), nullable=False),
+    sa.Column('guest_secret_ciphertext', sa.LargeBinary(), nullable=True),
     sa.Column('verify_tls', sa.Boolean(), nullable=False),
     sa.Column('trusted_thumbprint', sa.String(length=95), nullable=True),
     sa.Column('options', sa.JSON(), nullable=False),

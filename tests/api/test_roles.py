@@ -23,7 +23,12 @@ CASES = [
     ),
     ("GET", "/api/v1/jobs", None, {A, OP, R, U}),
     ("POST", "/api/v1/jobs", {"kind": "backup", "policy_id": "{policy}"}, {A, OP}),
-    ("POST", "/api/v1/jobs", {"kind": "restore", "restore_point_id": "{point}"}, {A, OP, R}),
+    (
+        "POST",
+        "/api/v1/jobs",
+        {"kind": "restore", "restore_point_id": "{point}", "params": {"confirm": "EXCH-R"}},
+        {A, OP, R},
+    ),
     ("GET", "/api/v1/restore-points", None, {A, OP, R, U}),
     ("DELETE", "/api/v1/restore-points/{point}", None, {A, OP}),
     ("GET", "/api/v1/legal-holds", None, {A, OP, R, U}),
@@ -57,8 +62,12 @@ def fixtures(app, client, admin):
         headers=admin,
         json={"name": "base", "method": "vmfs_snapshot", "consistency": "cold", "rpo_minutes": 60},
     ).json()["id"]
+    server = client.post("/api/v1/servers", headers=admin, json={"name": "EXCH-R"})
+    server_id = server.json()["id"]
     with app.state.runtime.db.session() as session:
-        point = RestorePoint(method=ProtectionMethod.VMFS_SNAPSHOT, consistency=Consistency.COLD)
+        point = RestorePoint(
+            method=ProtectionMethod.VMFS_SNAPSHOT, consistency=Consistency.COLD, server_id=server_id
+        )
         session.add(point)
         session.flush()
         return {"policy": pid, "point": point.id}

@@ -14,9 +14,17 @@ def test_secrets_never_returned_or_logged(client, admin, caplog):
         r = client.post(
             "/api/v1/connections",
             headers=admin,
-            json={"name": f"c-{kind}", "kind": kind, "host": "h", "password": SECRET},
+            json={
+                "name": f"c-{kind}",
+                "kind": kind,
+                "host": "h",
+                "password": SECRET,
+                "guest_username": "CORP\\backup",
+                "guest_password": SECRET + "-guest",
+            },
         )
         seen.append(r.text)
+        assert r.json()["has_guest_secret"] is True
         cid = r.json()["id"]
         seen.append(
             client.patch(

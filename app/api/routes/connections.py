@@ -5,15 +5,18 @@ from __future__ import annotations
 from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy import select
 
+from app.adapters import vsphere
 from app.api import API_PREFIX
 from app.api.deps import DbSession, Reader, require, runtime
 from app.api.pagination import MAX_LIMIT, Page, paginate
-from app.api.problems import conflict, not_found
+from app.api.problems import Problem, conflict, invalid, not_found
 from app.api.schemas.common import normalise_thumbprint
 from app.api.schemas.connections import ConnectionCreate, ConnectionOut, ConnectionUpdate
+from app.api.schemas.inventory import ConnectionTestOut, SyncOut
 from app.audit import record
 from app.db.models import Connection, ExchangeServer, Policy
 from app.domain.connections import ConnectionKind, ConnectionStatus
+from app.inventory import sync, vcenter
 from app.security.roles import Permission
 
 router = APIRouter(prefix=API_PREFIX + "/connections", tags=["connections"])
@@ -76,12 +79,15 @@ def create_connection(
     body: ConnectionCreate, session: DbSession, request: Request, principal=Admin
 ):
     _name_taken(session, body.name)
-    conn = Connection(**body.model_dump(exclude={"password", "trusted_thumbprint"}))
+    conn = Connection(
+        **body.model_dump(exclude={"password", "guest_password", "trusted_thumbprint"})
+    )
     conn.trusted_thumbprint = normalise_thumbprint(body.trusted_thumbprint)
+    box = runtime(request).secrets
     if body.password is not None:
-        conn.secret_ciphertext = runtime(request).secrets.seal(
-            body.password.get_secret_value(), "connection"
-        )
+        conn.secret_ciphertext = box.seal(body.password.get_secret_value(), "connection")
+    if body.guest_password is not None:
+        conn.guest_secret_ciphertext = box.seal(body.guest_password.get_secret_value(), "guest")
     session.add(conn)
     session.flush()
     record(
@@ -121,7 +127,9 @@ def update_connection(
     principal=Admin,
 ):
     conn = get_connection(session, connection_id)
-    changes = body.model_dump(exclude_unset=True, exclude={"password", "trusted_thumbprint"})
+    changes = body.model_dump(
+        exclude_unset=True, exclude={"password", "guest_password", "trusted_thumbprint"}
+    )
     if "name" in changes and changes["name"] != conn.name:
         _name_taken(session, changes["name"], conn.id)
     for field, value in changes.items():
@@ -132,6 +140,11 @@ def update_connection(
             body.password.get_secret_value(), "connection"
         )
         changed.append("password")
+    if "guest_password" in body.model_fields_set and body.guest_password is not None:
+        conn.guest_secret_ciphertext = runtime(request).secrets.seal(
+            body.guest_password.get_secret_value(), "guest"
+        )
+        changed.append("guest_password")
     if "trusted_thumbprint" in body.model_fields_set:
         conn.trusted_thumbprint = normalise_thumbprint(body.trusted_thumbprint)
         record(
@@ -171,3 +184,62 @@ def delete_connection(connection_id: int, session: DbSession, principal=Admin):
         session, principal.actor, "connection.delete", "connection", connection_id, name=conn.name
     )
     return Response(status_code=204)
+
+
+def _vcenter(session, connection_id: int) -> Connection:
+    conn = get_connection(session, connection_id)
+    if conn.kind != ConnectionKind.VCENTER:
+        raise invalid(f"connection '{conn.name}' is a {conn.kind}; only vCenter can do this")
+    return conn
+
+
+@router.post(
+    "/{connection_id}/test",
+    response_model=ConnectionTestOut,
+    summary="Sign in to the system and report what happened",
+)
+def test_connection(connection_id: int, session: DbSession, request: Request, principal=Admin):
+    conn = _vcenter(session, connection_id)
+    result = vcenter.test_connection(conn, runtime(request).secrets)
+    record(
+        session,
+        principal.actor,
+        "connection.test",
+        "connection",
+        conn.id,
+        outcome="success" if result.ok else "failure",
+        message=result.message,
+    )
+    return result
+
+
+@router.post(
+    "/{connection_id}/sync",
+    response_model=SyncOut,
+    summary="Read the vCenter inventory now and discover Exchange servers",
+)
+def sync_connection(
+    connection_id: int,
+    session: DbSession,
+    request: Request,
+    principal=require(Permission.RUN_BACKUP),
+):
+    conn = _vcenter(session, connection_id)
+    try:
+        with vcenter.open_client(conn, runtime(request).secrets) as client:
+            inventory = vsphere.read_inventory(client)
+    except vsphere.VSphereError as exc:
+        conn.status, conn.last_error = ConnectionStatus.FAILED, str(exc)
+        record(
+            session,
+            principal.actor,
+            "inventory.sync",
+            "connection",
+            conn.id,
+            outcome="failure",
+            message=str(exc),
+        )
+        session.commit()
+        raise Problem(502, f"vCenter '{conn.name}': {exc}", type_="/problems/vcenter") from exc
+    conn.status, conn.last_error = ConnectionStatus.OK, None
+    return sync.sync_connection(session, conn.id, inventory, principal.actor)

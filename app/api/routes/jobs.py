@@ -79,17 +79,34 @@ def _validate(session: Session, body: JobCreate) -> None:
         raise invalid(f"policy {body.policy_id} does not exist", "policy_id")
     if body.server_id is not None and session.get(ExchangeServer, body.server_id) is None:
         raise invalid(f"Exchange server {body.server_id} does not exist", "server_id")
-    if body.kind in (JobKind.RESTORE, JobKind.VERIFY):
-        if body.restore_point_id is None:
-            raise invalid(f"a {body.kind} job needs restore_point_id", "restore_point_id")
-        if session.get(RestorePoint, body.restore_point_id) is None:
-            raise invalid(
-                f"restore point {body.restore_point_id} does not exist", "restore_point_id"
-            )
     if body.kind == JobKind.SYNC:
         conn = session.get(Connection, body.connection_id) if body.connection_id else None
         if conn is None or conn.kind != ConnectionKind.VCENTER:
             raise invalid("a sync job needs the connection_id of a vCenter", "connection_id")
+    if body.kind in (JobKind.RESTORE, JobKind.VERIFY):
+        if body.restore_point_id is None:
+            raise invalid(f"a {body.kind} job needs restore_point_id", "restore_point_id")
+        point = session.get(RestorePoint, body.restore_point_id)
+        if point is None:
+            raise invalid(
+                f"restore point {body.restore_point_id} does not exist", "restore_point_id"
+            )
+        if body.kind == JobKind.RESTORE:
+            _confirm_restore(session, point, body.params)
+
+
+def _confirm_restore(session: Session, point: RestorePoint, params: dict) -> None:
+    """A revert discards what the server wrote since: the operator types its name."""
+    server = session.get(ExchangeServer, point.server_id) if point.server_id else None
+    if server is None:
+        raise invalid("the restore point's server no longer exists", "restore_point_id")
+    if params.get("confirm") != server.name:
+        when = f"{point.captured_at:%Y-%m-%d %H:%M} UTC"
+        raise invalid(
+            f"restoring overwrites {server.name} with its state at {when}; confirm by setting "
+            "params.confirm to the server's name",
+            "params",
+        )
 
 
 @router.post("/jobs", response_model=JobOut, status_code=202, summary="Start a job")
@@ -106,10 +123,15 @@ def create_job(body: JobCreate, session: DbSession, principal: Reader):
     for key in ("restore_point_id", "connection_id"):
         if getattr(body, key) is not None:
             params[key] = getattr(body, key)
+    server_id = body.server_id
+    if body.kind == JobKind.RESTORE:
+        params["requested_by"] = principal.actor.name
+        # Restores take the server's slot: never beside a backup of the same server.
+        server_id = session.get(RestorePoint, body.restore_point_id).server_id
     job = Job(
         kind=body.kind,
         policy_id=body.policy_id,
-        server_id=body.server_id,
+        server_id=server_id,
         database_id=body.database_id,
         params=params,
         created_by=principal.actor.name,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from fastapi import APIRouter, Query, Response
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.api import API_PREFIX
@@ -14,10 +14,11 @@ from app.api.pagination import MAX_LIMIT, Page, paginate
 from app.api.problems import conflict, not_found
 from app.api.schemas.catalog import RestorePointOut, RestorePointUpdate
 from app.audit import record
-from app.db.models import LegalHold, RestorePoint
+from app.db.models import RestorePoint
 from app.db.types import utcnow
 from app.domain.protection import ProtectionMethod, RestorePointStatus, Verification
 from app.domain.retention import removal_blocker
+from app.protection.holds import holds_by_point
 from app.security.roles import Permission
 
 router = APIRouter(prefix=API_PREFIX + "/restore-points", tags=["restore points"])
@@ -26,24 +27,6 @@ SORTABLE = {
     "size_bytes": RestorePoint.size_bytes,
     "status": RestorePoint.status,
 }
-
-
-def active_holds(session: Session, points: list[RestorePoint]) -> dict[int, list[str]]:
-    """Names of the unreleased holds covering each restore point, in one query."""
-    ids = [p.id for p in points]
-    servers = {p.server_id for p in points if p.server_id is not None}
-    holds = session.scalars(
-        select(LegalHold).where(
-            LegalHold.released_at.is_(None),
-            or_(LegalHold.restore_point_id.in_(ids), LegalHold.server_id.in_(servers)),
-        )
-    ).all()
-    result: dict[int, list[str]] = {p.id: [] for p in points}
-    for p in points:
-        for h in holds:
-            if h.restore_point_id == p.id or (h.scope == "server" and h.server_id == p.server_id):
-                result[p.id].append(h.name)
-    return result
 
 
 def _out(points: list[RestorePoint], holds: dict[int, list[str]]) -> list[RestorePointOut]:
@@ -103,14 +86,14 @@ def list_restore_points(
         default_sort="-captured_at",
     )
     return Page[RestorePointOut](
-        items=_out(items, active_holds(session, items)), total=total, limit=limit, offset=offset
+        items=_out(items, holds_by_point(session, items)), total=total, limit=limit, offset=offset
     )
 
 
 @router.get("/{point_id}", response_model=RestorePointOut, summary="Read a restore point")
 def read_restore_point(point_id: int, session: DbSession, _: Reader):
     point = get_point(session, point_id)
-    return _out([point], active_holds(session, [point]))[0]
+    return _out([point], holds_by_point(session, [point]))[0]
 
 
 @router.patch(
@@ -132,7 +115,7 @@ def update_restore_point(
         point.id,
         expires_at=None if body.expires_at is None else body.expires_at.isoformat(),
     )
-    return _out([point], active_holds(session, [point]))[0]
+    return _out([point], holds_by_point(session, [point]))[0]
 
 
 @router.delete("/{point_id}", status_code=204, summary="Expire a restore point now")
@@ -141,7 +124,7 @@ def delete_restore_point(
 ):
     point = get_point(session, point_id)
     blocker = removal_blocker(
-        utcnow(), point.retain_until, active_holds(session, [point])[point.id]
+        utcnow(), point.retain_until, holds_by_point(session, [point])[point.id]
     )
     if blocker:
         record(

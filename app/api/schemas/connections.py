@@ -20,6 +20,10 @@ class ConnectionCreate(Input):
     port: int | None = Field(default=None, ge=1, le=65535)
     username: Annotated[str, Field(max_length=128)] = ""
     password: Password | None = Field(default=None, description="Write-only; never returned")
+    guest_username: Annotated[str, Field(max_length=128)] = Field(
+        default="", description="vCenter: guest account for pre/post-snapshot scripts"
+    )
+    guest_password: Password | None = Field(default=None, description="Write-only")
     verify_tls: bool = True
     trusted_thumbprint: Thumbprint | None = Field(
         default=None, description="SHA-256 of a certificate to trust explicitly (audited)"
@@ -42,6 +46,8 @@ class ConnectionUpdate(Input):
     port: int | None = Field(default=None, ge=1, le=65535)
     username: Annotated[str, Field(max_length=128)] | None = None
     password: Password | None = Field(default=None, description="Write-only; omit to keep")
+    guest_username: Annotated[str, Field(max_length=128)] | None = None
+    guest_password: Password | None = Field(default=None, description="Write-only; omit to keep")
     verify_tls: bool | None = None
     trusted_thumbprint: Thumbprint | None = None
     options: Options | None = None
@@ -61,6 +67,8 @@ class ConnectionOut(Output):
     port: int | None
     username: str
     has_secret: bool
+    guest_username: str
+    has_guest_secret: bool
     verify_tls: bool
     trusted_thumbprint: str | None
     options: dict[str, Any]

@@ -24,6 +24,9 @@ class Connection(Timestamped, Base):
     username: Mapped[str] = mapped_column(String(128), default="")
     # Nonce + AES-GCM ciphertext of the password/key; never leaves the service in clear.
     secret_ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # vCenter only: the guest account VMware Tools runs pre/post-snapshot scripts as.
+    guest_username: Mapped[str] = mapped_column(String(128), default="")
+    guest_secret_ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary)
     verify_tls: Mapped[bool] = mapped_column(default=True)
     # SHA-256 of a certificate an admin chose to trust explicitly (audited).
     trusted_thumbprint: Mapped[str | None] = mapped_column(String(95))
@@ -39,3 +42,7 @@ class Connection(Timestamped, Base):
     @property
     def has_secret(self) -> bool:
         return self.secret_ciphertext is not None
+
+    @property
+    def has_guest_secret(self) -> bool:
+        return self.guest_secret_ciphertext is not None

@@ -17,43 +17,52 @@ import (
 	"github.com/vmware/govmomi/vim25/types"
 )
 
-// rdmVM stands in the simulator's registry for every VM that has a raw device mapping.
+// labVM stands in the simulator's registry for every VM the lab lays out.
 //
-// Why: the simulator's disk-layout code (updateDiskLayouts, reached from ReconfigVM_Task,
-// RefreshStorageInfo, snapshot removal and Destroy_Task) type-asserts that every disk is backed
-// by a flat VMDK and panics on an RDM. The simulator dispatches SOAP methods by reflection on the
-// object it finds in its registry, so an object of this type receives the calls, and the methods
-// defined here replace the broken ones; all others are the simulator's own (promoted from the
-// embedded VirtualMachine).
+// The simulator dispatches SOAP methods by reflection on the object it finds in its registry, so
+// an object of this type receives the calls: the methods defined here replace broken ones of the
+// simulator, and all others are the simulator's own (promoted from the embedded VirtualMachine).
+// What is replaced, and why:
 //
-// Because the simulator's snapshot code looks the VM up as *simulator.VirtualMachine, a VM of
-// this type also needs its own snapshot handling: CreateSnapshot_Task makes rdmSnapshot objects,
-// and those implement RemoveSnapshot_Task and RevertToSnapshot_Task.
+//   - Raw device mappings. The simulator's disk-layout code (updateDiskLayouts, reached from
+//     ReconfigVM_Task, RefreshStorageInfo, snapshot removal and Destroy_Task) type-asserts that
+//     every disk is a flat VMDK and panics on an RDM. Those methods run the simulator's code with
+//     the RDM disks set aside, and handle RDM device changes themselves.
+//   - Snapshots. Removing the current snapshot when it is a root with children panics the
+//     simulator (it assigns a typed nil parent), and its snapshot code looks VMs up as
+//     *simulator.VirtualMachine, which a labVM is not. So CreateSnapshot_Task makes labSnapshot
+//     objects, which implement RemoveSnapshot_Task and RevertToSnapshot_Task, and
+//     RemoveAllSnapshots_Task is the lab's too.
+//   - CloneVM_Task of a VM with RDMs is refused (the simulator's clone assumes flat VMDKs).
+//
+// Simulator code that type-asserts *simulator.VirtualMachine (guest operations, which need a
+// container-backed VM anyway; performance counters; PowerOnMultiVM; vApps) does not work on
+// lab VMs. VMs that clients create at run time stay the simulator's own objects.
 //
 // The embedded VirtualMachine must stay the first field: the simulator's PropertyCollector finds
 // the vim25 managed object by walking first fields.
-type rdmVM struct {
+type labVM struct {
 	simulator.VirtualMachine
 
 	snapshotSeq int32
 }
 
-// rdmSnapshot is a snapshot of an rdmVM (see rdmVM for why it exists).
-type rdmSnapshot struct {
+// labSnapshot is a snapshot of a labVM (see labVM for why it exists).
+type labSnapshot struct {
 	simulator.VirtualMachineSnapshot
 
 	dataFile string // datastore path of the .vmsn file, removed with the snapshot
 }
 
-// adoptRDMVM puts an rdmVM in the registry in place of the simulator's object for ref.
-func adoptRDMVM(ref types.ManagedObjectReference) (*rdmVM, error) {
+// adoptVM puts a labVM in the registry in place of the simulator's object for ref.
+func adoptVM(ref types.ManagedObjectReference) (*labVM, error) {
 	switch obj := simulator.Map.Get(ref).(type) {
-	case *rdmVM:
+	case *labVM:
 		return obj, nil
 	case *simulator.VirtualMachine:
 		// The copy takes over the VM's state; the old object is no longer reachable by the
 		// simulator, which always looks objects up by reference.
-		vm := &rdmVM{VirtualMachine: *obj}
+		vm := &labVM{VirtualMachine: *obj}
 		simulator.Map.Put(vm)
 		return vm, nil
 	default:
@@ -70,7 +79,7 @@ func isRDM(device types.BaseVirtualDevice) bool {
 	return ok
 }
 
-func (vm *rdmVM) rdmDisks() []*types.VirtualDisk {
+func (vm *labVM) rdmDisks() []*types.VirtualDisk {
 	var disks []*types.VirtualDisk
 	for _, d := range vm.Config.Hardware.Device {
 		if isRDM(d) {
@@ -84,7 +93,7 @@ func (vm *rdmVM) rdmDisks() []*types.VirtualDisk {
 // holds no RDM disk, then puts the RDM disks back. The caller holds the VM's lock (the
 // simulator takes it around every SOAP call on the VM), so property reads never see the short
 // list; WaitForUpdates listeners get the full list again in the final update.
-func (vm *rdmVM) withRDMsSetAside(f func()) {
+func (vm *labVM) withRDMsSetAside(f func()) {
 	var kept []types.BaseVirtualDevice
 	var rdms []types.BaseVirtualDevice
 	for _, d := range vm.Config.Hardware.Device {
@@ -112,7 +121,7 @@ func orderedDevices(devices []types.BaseVirtualDevice) []types.BaseVirtualDevice
 	return devices
 }
 
-func (vm *rdmVM) publishDevices() {
+func (vm *labVM) publishDevices() {
 	disks := 0
 	for _, d := range vm.Config.Hardware.Device {
 		if _, ok := d.(*types.VirtualDisk); ok {
@@ -127,14 +136,14 @@ func (vm *rdmVM) publishDevices() {
 
 // ReconfigVMTask applies device changes that concern RDM disks itself and hands everything
 // else to the simulator with the RDM disks set aside.
-func (vm *rdmVM) ReconfigVMTask(ctx *simulator.Context, req *types.ReconfigVM_Task) soap.HasFault {
+func (vm *labVM) ReconfigVMTask(ctx *simulator.Context, req *types.ReconfigVM_Task) soap.HasFault {
 	task := simulator.CreateTask(vm, "reconfigVm", func(*simulator.Task) (types.AnyType, types.BaseMethodFault) {
 		return nil, vm.reconfigure(ctx, req)
 	})
 	return &methods.ReconfigVM_TaskBody{Res: &types.ReconfigVM_TaskResponse{Returnval: task.Run()}}
 }
 
-func (vm *rdmVM) reconfigure(ctx *simulator.Context, req *types.ReconfigVM_Task) types.BaseMethodFault {
+func (vm *labVM) reconfigure(ctx *simulator.Context, req *types.ReconfigVM_Task) types.BaseMethodFault {
 	spec := req.Spec
 	all := object.VirtualDeviceList(vm.Config.Hardware.Device)
 
@@ -209,7 +218,7 @@ func (vm *rdmVM) reconfigure(ctx *simulator.Context, req *types.ReconfigVM_Task)
 
 // checkUnitsFree refuses added devices that would sit on a unit an RDM disk holds: the
 // simulator checks unit numbers only against the devices it sees.
-func (vm *rdmVM) checkUnitsFree(changes []types.BaseVirtualDeviceConfigSpec) types.BaseMethodFault {
+func (vm *labVM) checkUnitsFree(changes []types.BaseVirtualDeviceConfigSpec) types.BaseMethodFault {
 	for i, change := range changes {
 		dspec := change.GetVirtualDeviceConfigSpec()
 		d := dspec.Device.GetVirtualDevice()
@@ -225,7 +234,7 @@ func (vm *rdmVM) checkUnitsFree(changes []types.BaseVirtualDeviceConfigSpec) typ
 	return nil
 }
 
-func (vm *rdmVM) applyRDMChange(dspec *types.VirtualDeviceConfigSpec, index int32) types.BaseMethodFault {
+func (vm *labVM) applyRDMChange(dspec *types.VirtualDeviceConfigSpec, index int32) types.BaseMethodFault {
 	devices := object.VirtualDeviceList(vm.Config.Hardware.Device)
 	invalid := &types.InvalidDeviceSpec{DeviceIndex: index}
 	key := dspec.Device.GetVirtualDevice().Key
@@ -277,7 +286,7 @@ func removeDevice(devices []types.BaseVirtualDevice, key int32) []types.BaseVirt
 
 // prepareRDMDisk checks an RDM disk spec and fills in what ESXi would: mapping file, datastore,
 // disk mode, labels. others are the VM's devices without this disk.
-func (vm *rdmVM) prepareRDMDisk(disk *types.VirtualDisk, others object.VirtualDeviceList, fileOp types.VirtualDeviceConfigSpecFileOperation) types.BaseMethodFault {
+func (vm *labVM) prepareRDMDisk(disk *types.VirtualDisk, others object.VirtualDeviceList, fileOp types.VirtualDeviceConfigSpecFileOperation) types.BaseMethodFault {
 	backing := disk.Backing.(*types.VirtualDiskRawDiskMappingVer1BackingInfo)
 	switch backing.CompatibilityMode {
 	case string(types.VirtualDiskCompatibilityModePhysicalMode):
@@ -340,7 +349,7 @@ func (vm *rdmVM) prepareRDMDisk(disk *types.VirtualDisk, others object.VirtualDe
 			Summary: fmt.Sprintf("%d KB", disk.CapacityInKB),
 		}
 	}
-	if vm.Datastore != nil && simulator.FindReference(vm.Datastore, ds.Self) == nil {
+	if simulator.FindReference(vm.Datastore, ds.Self) == nil {
 		vm.Datastore = append(vm.Datastore, ds.Self)
 		simulator.Map.AppendReference(ds, &ds.Vm, vm.Self)
 	}
@@ -348,7 +357,7 @@ func (vm *rdmVM) prepareRDMDisk(disk *types.VirtualDisk, others object.VirtualDe
 }
 
 // freeDiskFileName picks NAME_N.vmdk not yet used by any disk of the VM.
-func (vm *rdmVM) freeDiskFileName(datastore string) string {
+func (vm *labVM) freeDiskFileName(datastore string) string {
 	taken := map[string]bool{}
 	for _, d := range vm.Config.Hardware.Device {
 		if disk, ok := d.(*types.VirtualDisk); ok {
@@ -365,7 +374,7 @@ func (vm *rdmVM) freeDiskFileName(datastore string) string {
 	}
 }
 
-func (vm *rdmVM) deleteMappingFiles(disk *types.VirtualDisk) {
+func (vm *labVM) deleteMappingFiles(disk *types.VirtualDisk) {
 	backing := disk.Backing.(*types.VirtualDiskRawDiskMappingVer1BackingInfo)
 	p, err := parseDatastorePath(backing.FileName)
 	if err != nil {
@@ -379,7 +388,7 @@ func (vm *rdmVM) deleteMappingFiles(disk *types.VirtualDisk) {
 
 // refreshRDMLayout records the RDM mapping files in the VM's file layout, which the
 // simulator's layout code (run with RDMs set aside) leaves out.
-func (vm *rdmVM) refreshRDMLayout() {
+func (vm *labVM) refreshRDMLayout() {
 	if vm.Layout == nil || vm.LayoutEx == nil {
 		return
 	}
@@ -422,7 +431,7 @@ func (vm *rdmVM) refreshRDMLayout() {
 }
 
 // layoutFile returns the LayoutEx file key of a datastore path, adding the file if missing.
-func (vm *rdmVM) layoutFile(name, kind string) int32 {
+func (vm *labVM) layoutFile(name, kind string) int32 {
 	var next int32
 	for _, f := range vm.LayoutEx.File {
 		if f.Name == name {
@@ -446,7 +455,7 @@ func (vm *rdmVM) layoutFile(name, kind string) int32 {
 	return next
 }
 
-func (vm *rdmVM) dropLayoutFile(name string) {
+func (vm *labVM) dropLayoutFile(name string) {
 	files := vm.LayoutEx.File[:0]
 	for _, f := range vm.LayoutEx.File {
 		if f.Name != name {
@@ -458,7 +467,7 @@ func (vm *rdmVM) dropLayoutFile(name string) {
 
 // RefreshStorageInfo runs the simulator's refresh with the RDM disks set aside, then adds
 // their mapping files.
-func (vm *rdmVM) RefreshStorageInfo(ctx *simulator.Context, req *types.RefreshStorageInfo) soap.HasFault {
+func (vm *labVM) RefreshStorageInfo(ctx *simulator.Context, req *types.RefreshStorageInfo) soap.HasFault {
 	var res soap.HasFault
 	vm.withRDMsSetAside(func() { res = vm.VirtualMachine.RefreshStorageInfo(ctx, req) })
 	vm.refreshRDMLayout()
@@ -467,7 +476,7 @@ func (vm *rdmVM) RefreshStorageInfo(ctx *simulator.Context, req *types.RefreshSt
 
 // DestroyTask removes the VM with the RDM disks set aside (the LUNs themselves are untouched,
 // as on ESXi; the mapping files go with the VM's folder).
-func (vm *rdmVM) DestroyTask(ctx *simulator.Context, req *types.Destroy_Task) soap.HasFault {
+func (vm *labVM) DestroyTask(ctx *simulator.Context, req *types.Destroy_Task) soap.HasFault {
 	for _, disk := range vm.rdmDisks() {
 		vm.deleteMappingFiles(disk)
 	}
@@ -476,29 +485,32 @@ func (vm *rdmVM) DestroyTask(ctx *simulator.Context, req *types.Destroy_Task) so
 	return res
 }
 
-// CloneVMTask is refused: the simulator's clone code assumes flat VMDKs, and cloning an RDM VM
-// (which converts or re-maps LUNs) is nothing Bulwark does.
-func (vm *rdmVM) CloneVMTask(ctx *simulator.Context, req *types.CloneVM_Task) soap.HasFault {
-	return &methods.CloneVM_TaskBody{
-		Fault_: simulator.Fault("bulwark-lab does not clone VMs with raw device mappings", &types.NotSupported{}),
+// CloneVMTask refuses VMs with RDMs: the simulator's clone code assumes flat VMDKs, and cloning
+// an RDM VM (which converts or re-maps LUNs) is nothing Bulwark does. Others clone as usual.
+func (vm *labVM) CloneVMTask(ctx *simulator.Context, req *types.CloneVM_Task) soap.HasFault {
+	if len(vm.rdmDisks()) > 0 {
+		return &methods.CloneVM_TaskBody{
+			Fault_: simulator.Fault("bulwark-lab does not clone VMs with raw device mappings", &types.NotSupported{}),
+		}
 	}
+	return vm.VirtualMachine.CloneVMTask(ctx, req)
 }
 
 // CreateSnapshotTask takes a VMFS snapshot of the VM: metadata only, like the simulator (no
 // delta disks, so the base disks stay readable over /folder). Physical-mode RDM disks are left
 // out of the snapshot's disk list, as ESXi leaves them out: only the array can snapshot them.
-func (vm *rdmVM) CreateSnapshotTask(req *types.CreateSnapshot_Task) soap.HasFault {
+func (vm *labVM) CreateSnapshotTask(req *types.CreateSnapshot_Task) soap.HasFault {
 	task := simulator.CreateTask(vm, "createSnapshot", func(*simulator.Task) (types.AnyType, types.BaseMethodFault) {
 		return vm.createSnapshot(req)
 	})
 	return &methods.CreateSnapshot_TaskBody{Res: &types.CreateSnapshot_TaskResponse{Returnval: task.Run()}}
 }
 
-func (vm *rdmVM) createSnapshot(req *types.CreateSnapshot_Task) (types.AnyType, types.BaseMethodFault) {
+func (vm *labVM) createSnapshot(req *types.CreateSnapshot_Task) (types.AnyType, types.BaseMethodFault) {
 	if vm.Snapshot == nil {
 		vm.Snapshot = &types.VirtualMachineSnapshotInfo{}
 	}
-	snap := &rdmSnapshot{}
+	snap := &labSnapshot{}
 	snap.Self.Type = "VirtualMachineSnapshot" // else the registry would name it after this Go type
 	snap.Vm = vm.Self
 	snap.Config = *vm.Config
@@ -517,7 +529,7 @@ func (vm *rdmVM) createSnapshot(req *types.CreateSnapshot_Task) (types.AnyType, 
 		ReplaySupported: types.NewBool(false),
 	}
 	if cur := vm.Snapshot.CurrentSnapshot; cur != nil {
-		if parent, ok := simulator.Map.Get(*cur).(*rdmSnapshot); ok {
+		if parent, ok := simulator.Map.Get(*cur).(*labSnapshot); ok {
 			parent.ChildSnapshot = append(parent.ChildSnapshot, snap.Self)
 		}
 		tree := cloneTree(vm.Snapshot.RootSnapshotList)
@@ -560,7 +572,7 @@ func (vm *rdmVM) createSnapshot(req *types.CreateSnapshot_Task) (types.AnyType, 
 
 // inSnapshots tells whether a disk is captured by VMFS snapshots: independent disks (which
 // include physical-mode RDMs) are not.
-func (vm *rdmVM) inSnapshots(key int32) bool {
+func (vm *labVM) inSnapshots(key int32) bool {
 	d := object.VirtualDeviceList(vm.Config.Hardware.Device).FindByKey(key)
 	disk, ok := d.(*types.VirtualDisk)
 	if !ok {
@@ -579,7 +591,7 @@ func (vm *rdmVM) inSnapshots(key int32) bool {
 	return !strings.HasPrefix(mode, "independent")
 }
 
-func (vm *rdmVM) writeSnapshotFile(node types.VirtualMachineSnapshotTree) string {
+func (vm *labVM) writeSnapshotFile(node types.VirtualMachineSnapshotTree) string {
 	dir := vm.Config.Files.SnapshotDirectory
 	if dir == "" {
 		dir = path.Dir(vm.Config.Files.VmPathName)
@@ -601,7 +613,7 @@ func (vm *rdmVM) writeSnapshotFile(node types.VirtualMachineSnapshotTree) string
 }
 
 // RemoveAllSnapshotsTask consolidates (here: forgets) every snapshot of the VM.
-func (vm *rdmVM) RemoveAllSnapshotsTask(ctx *simulator.Context, req *types.RemoveAllSnapshots_Task) soap.HasFault {
+func (vm *labVM) RemoveAllSnapshotsTask(ctx *simulator.Context, req *types.RemoveAllSnapshots_Task) soap.HasFault {
 	task := simulator.CreateTask(vm, "removeAllSnapshots", func(*simulator.Task) (types.AnyType, types.BaseMethodFault) {
 		for vm.Snapshot != nil && len(vm.Snapshot.RootSnapshotList) > 0 {
 			if fault := vm.removeSnapshot(vm.Snapshot.RootSnapshotList[0].Snapshot, true); fault != nil {
@@ -615,7 +627,7 @@ func (vm *rdmVM) RemoveAllSnapshotsTask(ctx *simulator.Context, req *types.Remov
 
 // removeSnapshot takes ref (and its children, if removeChildren; else they move up to ref's
 // parent) out of the tree. The caller holds the VM's lock.
-func (vm *rdmVM) removeSnapshot(ref types.ManagedObjectReference, removeChildren bool) types.BaseMethodFault {
+func (vm *labVM) removeSnapshot(ref types.ManagedObjectReference, removeChildren bool) types.BaseMethodFault {
 	if vm.Snapshot == nil || findSnapshot(vm.Snapshot.RootSnapshotList, ref) == nil {
 		return &types.ManagedObjectNotFound{Obj: ref}
 	}
@@ -635,7 +647,7 @@ func (vm *rdmVM) removeSnapshot(ref types.ManagedObjectReference, removeChildren
 
 	// Keep the parent/child references of the snapshot objects in step with the tree.
 	if parent != nil {
-		if p, ok := simulator.Map.Get(*parent).(*rdmSnapshot); ok {
+		if p, ok := simulator.Map.Get(*parent).(*labSnapshot); ok {
 			kids := p.ChildSnapshot[:0]
 			for _, c := range p.ChildSnapshot {
 				if c != ref {
@@ -657,7 +669,7 @@ func (vm *rdmVM) removeSnapshot(ref types.ManagedObjectReference, removeChildren
 	}
 
 	for _, r := range removed {
-		if s, ok := simulator.Map.Get(r).(*rdmSnapshot); ok && s.dataFile != "" {
+		if s, ok := simulator.Map.Get(r).(*labSnapshot); ok && s.dataFile != "" {
 			if p, err := parseDatastorePath(s.dataFile); err == nil {
 				if ds := findDatastoreByName(p.Datastore); ds != nil {
 					_ = os.Remove(localPath(ds, p.Path))
@@ -687,9 +699,15 @@ func (vm *rdmVM) removeSnapshot(ref types.ManagedObjectReference, removeChildren
 	} else {
 		vm.Snapshot.RootSnapshotList = tree
 		vm.Snapshot.CurrentSnapshot = current
+		// An untyped nil: a typed nil pointer here is what makes the simulator's own removal
+		// panic (its property-change code cannot assign it).
+		var currentVal interface{}
+		if current != nil {
+			currentVal = *current
+		}
 		simulator.Map.Update(vm, []types.PropertyChange{
 			{Name: "snapshot.rootSnapshotList", Val: tree},
-			{Name: "snapshot.currentSnapshot", Val: current},
+			{Name: "snapshot.currentSnapshot", Val: currentVal},
 		})
 	}
 	for _, r := range removed {
@@ -701,9 +719,9 @@ func (vm *rdmVM) removeSnapshot(ref types.ManagedObjectReference, removeChildren
 // RemoveSnapshotTask removes this snapshot. The task's entity is the VM, as on vCenter (a
 // snapshot is not a managed entity; the simulator's own code names the snapshot, which some
 // clients cannot read back).
-func (s *rdmSnapshot) RemoveSnapshotTask(ctx *simulator.Context, req *types.RemoveSnapshot_Task) soap.HasFault {
+func (s *labSnapshot) RemoveSnapshotTask(ctx *simulator.Context, req *types.RemoveSnapshot_Task) soap.HasFault {
 	task := simulator.CreateTask(s.Vm, "removeSnapshot", func(*simulator.Task) (types.AnyType, types.BaseMethodFault) {
-		vm, ok := simulator.Map.Get(s.Vm).(*rdmVM)
+		vm, ok := simulator.Map.Get(s.Vm).(*labVM)
 		if !ok {
 			return nil, &types.ManagedObjectNotFound{Obj: s.Vm}
 		}
@@ -716,9 +734,9 @@ func (s *rdmSnapshot) RemoveSnapshotTask(ctx *simulator.Context, req *types.Remo
 
 // RevertToSnapshotTask makes this snapshot the current one. As in the simulator, the VM's
 // configuration and power state are left as they are.
-func (s *rdmSnapshot) RevertToSnapshotTask(req *types.RevertToSnapshot_Task) soap.HasFault {
+func (s *labSnapshot) RevertToSnapshotTask(req *types.RevertToSnapshot_Task) soap.HasFault {
 	task := simulator.CreateTask(s.Vm, "revertToSnapshot", func(*simulator.Task) (types.AnyType, types.BaseMethodFault) {
-		vm, ok := simulator.Map.Get(s.Vm).(*rdmVM)
+		vm, ok := simulator.Map.Get(s.Vm).(*labVM)
 		if !ok {
 			return nil, &types.ManagedObjectNotFound{Obj: s.Vm}
 		}
@@ -837,9 +855,9 @@ func mappingExtent(descriptor, mode string) string {
 }
 
 func writeMappingFiles(ds *simulator.Datastore, descriptor string, disk *types.VirtualDisk, b *types.VirtualDiskRawDiskMappingVer1BackingInfo) error {
-	createType := "vmfsRawDeviceMap"
+	createType, extentType := "vmfsRawDeviceMap", "VMFSRDM"
 	if b.CompatibilityMode == string(types.VirtualDiskCompatibilityModePhysicalMode) {
-		createType = "vmfsPassthroughRawDeviceMap"
+		createType, extentType = "vmfsPassthroughRawDeviceMap", "VMFSPASSTHROUGHRDM"
 	}
 	extent := mappingExtent(descriptor, b.CompatibilityMode)
 	sectors := disk.CapacityInBytes / 512
@@ -859,11 +877,11 @@ RW %d %s "%s"
 # The Disk Data Base
 #DDB
 
-ddb.adapterType = "lsilogic"
+ddb.adapterType = "pvscsi"
 ddb.virtualHWVersion = "13"
 ddb.bulwarkLab.lunUuid = "%s"
 ddb.bulwarkLab.deviceName = "%s"
-`, createType, sectors, strings.ToUpper(createType[len("vmfs"):len("vmfs")+1])+createType[len("vmfs")+1:], path.Base(extent), b.LunUuid, b.DeviceName)
+`, createType, sectors, extentType, path.Base(extent), b.LunUuid, b.DeviceName)
 	if err := os.MkdirAll(filepath.Dir(localPath(ds, descriptor)), 0o700); err != nil {
 		return err
 	}
@@ -874,4 +892,4 @@ ddb.bulwarkLab.deviceName = "%s"
 	return os.WriteFile(localPath(ds, extent), []byte("bulwark-lab raw device mapping to "+b.DeviceName+"\n"), 0o600)
 }
 
-var _ mo.Reference = (*rdmVM)(nil)
+var _ mo.Reference = (*labVM)(nil)

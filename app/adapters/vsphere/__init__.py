@@ -1,0 +1,77 @@
+"""vSphere adapter: sessions, inventory, tasks and snapshots through pyVmomi.
+
+Everything here is synchronous, because pyVmomi is. asyncio callers run these functions in a
+thread (``await asyncio.to_thread(read_inventory, client)``) and give each thread its own
+:class:`VSphereClient`. No framework or database code lives here: callers get plain dataclasses
+and :class:`VSphereError` subclasses with operator-readable messages.
+"""
+
+from .client import (
+    DEFAULT_TIMEOUT,
+    VSphereClient,
+    connect,
+    fetch_thumbprint,
+    format_thumbprint,
+    normalize_thumbprint,
+)
+from .disks import FLAT, OTHER, RDM_PHYSICAL, RDM_VIRTUAL, VirtualDisk
+from .errors import (
+    AuthenticationFailed,
+    CertificateUntrusted,
+    ObjectNotFound,
+    TaskCancelled,
+    TaskFailed,
+    TaskTimeout,
+    Unreachable,
+    VSphereError,
+)
+from .inventory import (
+    Cluster,
+    Datacenter,
+    Datastore,
+    Host,
+    Inventory,
+    VirtualMachine,
+    iter_vms,
+    read_inventory,
+    read_vms_naive,
+)
+from .snapshots import Snapshot, create_snapshot, list_snapshots, remove_snapshot, revert_snapshot
+from .tasks import wait_for_task
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "FLAT",
+    "OTHER",
+    "RDM_PHYSICAL",
+    "RDM_VIRTUAL",
+    "AuthenticationFailed",
+    "CertificateUntrusted",
+    "Cluster",
+    "Datacenter",
+    "Datastore",
+    "Host",
+    "Inventory",
+    "ObjectNotFound",
+    "Snapshot",
+    "TaskCancelled",
+    "TaskFailed",
+    "TaskTimeout",
+    "Unreachable",
+    "VSphereClient",
+    "VSphereError",
+    "VirtualDisk",
+    "VirtualMachine",
+    "connect",
+    "create_snapshot",
+    "fetch_thumbprint",
+    "format_thumbprint",
+    "iter_vms",
+    "list_snapshots",
+    "normalize_thumbprint",
+    "read_inventory",
+    "read_vms_naive",
+    "remove_snapshot",
+    "revert_snapshot",
+    "wait_for_task",
+]

@@ -1,0 +1,121 @@
+"""The vSphere inventory as last synchronised (read from the database, not from vCenter)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Query
+from sqlalchemy import select
+from sqlalchemy.orm import selectinload
+
+from app.api import API_PREFIX
+from app.api.deps import DbSession, Reader
+from app.api.pagination import MAX_LIMIT, Page, paginate
+from app.api.problems import not_found
+from app.api.schemas.inventory import DatastoreOut, HostOut, VmOut
+from app.db.models import Datastore, ExchangeServer, Host, VirtualDisk, VirtualMachine
+
+router = APIRouter(prefix=API_PREFIX + "/inventory", tags=["inventory"])
+
+
+@router.get("/vms", response_model=Page[VmOut], summary="List virtual machines with their disks")
+def list_vms(
+    session: DbSession,
+    _: Reader,
+    connection_id: int | None = None,
+    q: str | None = Query(default=None, max_length=64, description="Name contains"),
+    power_state: str | None = Query(default=None, max_length=32),
+    backing: str | None = Query(
+        default=None, description="Has a disk with this backing: flat, rdm-physical, rdm-virtual"
+    ),
+    exchange: bool | None = Query(default=None, description="Is (not) an Exchange server"),
+    sort: str | None = Query(default=None, description="name, power_state"),
+    limit: int = Query(default=50, ge=1, le=MAX_LIMIT),
+    offset: int = Query(default=0, ge=0),
+):
+    query = select(VirtualMachine).options(selectinload(VirtualMachine.disks))
+    if connection_id is not None:
+        query = query.where(VirtualMachine.connection_id == connection_id)
+    if q:
+        query = query.where(VirtualMachine.name.contains(q, autoescape=True))
+    if power_state:
+        query = query.where(VirtualMachine.power_state == power_state)
+    if backing:
+        query = query.where(VirtualMachine.disks.any(VirtualDisk.backing == backing))
+    if exchange is not None:
+        is_exchange = (
+            select(ExchangeServer.id)
+            .where(
+                ExchangeServer.connection_id == VirtualMachine.connection_id,
+                ExchangeServer.vm_moref == VirtualMachine.moref,
+            )
+            .exists()
+        )
+        query = query.where(is_exchange if exchange else ~is_exchange)
+    items, total = paginate(
+        session,
+        query,
+        limit=limit,
+        offset=offset,
+        sort=sort,
+        sortable={"name": VirtualMachine.name, "power_state": VirtualMachine.power_state},
+        default_sort="name",
+    )
+    return Page[VmOut](items=items, total=total, limit=limit, offset=offset)
+
+
+@router.get("/vms/{vm_id}", response_model=VmOut, summary="Read a virtual machine")
+def read_vm(vm_id: int, session: DbSession, _: Reader):
+    vm = session.get(VirtualMachine, vm_id)
+    if vm is None:
+        raise not_found("virtual machine", vm_id)
+    return vm
+
+
+@router.get("/datastores", response_model=Page[DatastoreOut], summary="List datastores")
+def list_datastores(
+    session: DbSession,
+    _: Reader,
+    connection_id: int | None = None,
+    sort: str | None = Query(default=None, description="name, free_bytes, capacity_bytes"),
+    limit: int = Query(default=50, ge=1, le=MAX_LIMIT),
+    offset: int = Query(default=0, ge=0),
+):
+    query = select(Datastore)
+    if connection_id is not None:
+        query = query.where(Datastore.connection_id == connection_id)
+    items, total = paginate(
+        session,
+        query,
+        limit=limit,
+        offset=offset,
+        sort=sort,
+        sortable={
+            "name": Datastore.name,
+            "free_bytes": Datastore.free_bytes,
+            "capacity_bytes": Datastore.capacity_bytes,
+        },
+        default_sort="name",
+    )
+    return Page[DatastoreOut](items=items, total=total, limit=limit, offset=offset)
+
+
+@router.get("/hosts", response_model=Page[HostOut], summary="List ESXi hosts")
+def list_hosts(
+    session: DbSession,
+    _: Reader,
+    connection_id: int | None = None,
+    limit: int = Query(default=50, ge=1, le=MAX_LIMIT),
+    offset: int = Query(default=0, ge=0),
+):
+    query = select(Host)
+    if connection_id is not None:
+        query = query.where(Host.connection_id == connection_id)
+    items, total = paginate(
+        session,
+        query,
+        limit=limit,
+        offset=offset,
+        sort=None,
+        sortable={"name": Host.name},
+        default_sort="name",
+    )
+    return Page[HostOut](items=items, total=total, limit=limit, offset=offset)

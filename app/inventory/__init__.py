@@ -1,0 +1,1 @@
+"""The vSphere estate in Bulwark's database: sync from vCenter, Exchange discovery."""

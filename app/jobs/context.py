@@ -1,0 +1,294 @@
+"""What a running job handler gets: its job, progress, events, leftovers, cancellation.
+
+A background thread per running job extends the lease, flushes progress and notices a
+cancel request or a lost lease; the handler only asks :meth:`JobContext.cancelled`.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from app.db.session import Database
+from app.domain.jobs import EventLevel, JobKind
+from app.jobs.engine import ClaimedJob, JobEngine
+
+if TYPE_CHECKING:
+    from app.state import Runtime
+
+log = logging.getLogger(__name__)
+
+
+class JobCancelled(Exception):  # noqa: N818 - reads as what happened
+    """Raised by :meth:`JobContext.check_cancelled`; the job ends ``cancelled``."""
+
+
+class LeaseLost(Exception):  # noqa: N818
+    """This worker no longer owns the job (its lease expired and it was taken over)."""
+
+
+class PermanentError(Exception):
+    """A failure that retrying cannot fix (bad input, missing object): no more attempts."""
+
+
+@dataclass
+class JobResult:
+    """What a handler may return; returning None means plain success."""
+
+    partial: bool = False
+    message: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class JobContext:
+    """Handed to ``run(ctx)`` and ``cleanup(ctx, leftovers)``.
+
+    Attributes: ``job_id``, ``kind``, ``params`` (a copy), ``policy_id``, ``server_id``,
+    ``database_id``, ``required_capabilities``, ``attempt``, ``max_attempts``,
+    ``worker_name``, ``db`` (the :class:`Database`), ``runtime`` (the :class:`Runtime` when
+    the worker was built from one, else None), ``log``.
+    """
+
+    def __init__(
+        self,
+        engine: JobEngine,
+        job: ClaimedJob,
+        worker_name: str,
+        *,
+        runtime: Runtime | None = None,
+        heartbeat_interval: float = 20.0,
+        poll_interval: float = 1.0,
+        progress_interval: float = 1.0,
+    ):
+        self._engine = engine
+        self._job = job
+        self.job_id = job.id
+        self.kind: JobKind = job.kind
+        self.params: dict[str, Any] = copy.deepcopy(job.params)
+        self.policy_id = job.policy_id
+        self.server_id = job.server_id
+        self.database_id = job.database_id
+        self.required_capabilities = list(job.required_capabilities)
+        self.attempt = job.attempt
+        self.max_attempts = job.max_attempts
+        self.worker_name = worker_name
+        self.runtime = runtime
+        self.db: Database = engine.db
+        self.log = logging.LoggerAdapter(log, {"job_id": job.id})
+
+        self._heartbeat_interval = heartbeat_interval
+        self._poll_interval = max(0.01, min(poll_interval, heartbeat_interval))
+        self._progress_interval = progress_interval
+        self._lock = threading.Lock()
+        self._leftovers: list[dict[str, Any]] = copy.deepcopy(job.leftovers)
+        self._pending: dict[str, Any] = {}
+        self._last_progress_write = 0.0
+        self._last_lease_extend = time.monotonic()
+        self._step = ""
+
+        self._cancel = threading.Event()
+        self._cancel_requested = threading.Event()
+        self._cancel_seen = False
+        self._lost = threading.Event()
+        self._shutdown = threading.Event()
+        self._closed = threading.Event()
+        self._thread: threading.Thread | None = None
+        if job.cancel_requested:
+            self._cancel_requested.set()
+            self._cancel.set()
+
+    # -- lifecycle (the worker's side) ----------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(
+            target=self._heartbeat_loop, name=f"job-{self.job_id}-heartbeat", daemon=True
+        )
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop the heartbeat thread and write the last progress."""
+        self._closed.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        self._flush_progress(force=True)
+
+    def stop_heartbeat(self) -> None:
+        """Stop extending the lease, as if this worker had died (for tests and drills)."""
+        self._closed.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def shutdown(self) -> None:
+        """The worker is stopping: ask the handler to stop, the job goes back to the queue."""
+        self._shutdown.set()
+        self._cancel.set()
+
+    def _heartbeat_loop(self) -> None:
+        while not self._closed.wait(self._poll_interval):
+            try:
+                self._tick()
+            except Exception:  # the database may blip; the lease has slack for that
+                self.log.warning("job %s: heartbeat failed", self.job_id, exc_info=True)
+
+    def _tick(self) -> None:
+        self._flush_progress(force=False)
+        now = time.monotonic()
+        if now - self._last_lease_extend >= self._heartbeat_interval:
+            status = self._engine.extend_lease(self.job_id, self.worker_name)
+            self._last_lease_extend = now
+        else:
+            status = self._engine.poll(self.job_id, self.worker_name)
+        if not status.owned and not self._closed.is_set():
+            if not self._lost.is_set():
+                self.log.warning("job %s: lease lost by %s", self.job_id, self.worker_name)
+            self._lost.set()
+            self._cancel.set()
+        if status.cancel_requested:
+            self._cancel_requested.set()
+            self._cancel.set()
+
+    # -- cancellation ---------------------------------------------------------------------
+
+    def cancelled(self) -> bool:
+        """True once the job should stop: cancel requested, lease lost, or worker stopping.
+
+        Cheap (no database round trip): the heartbeat thread polls about once a second.
+        """
+        if self._cancel.is_set():
+            self._cancel_seen = True
+            return True
+        return False
+
+    def check_cancelled(self) -> None:
+        """Raise :class:`LeaseLost` or :class:`JobCancelled` when the job should stop."""
+        if self.cancelled():
+            if self._lost.is_set():
+                raise LeaseLost(f"job {self.job_id}: lease lost")
+            raise JobCancelled(f"job {self.job_id}: cancelled")
+
+    def sleep(self, seconds: float) -> bool:
+        """Wait up to ``seconds``, waking early on cancellation; returns :meth:`cancelled`."""
+        self._cancel.wait(max(0.0, seconds))
+        return self.cancelled()
+
+    @property
+    def cancel_requested(self) -> bool:
+        return self._cancel_requested.is_set()
+
+    @property
+    def lease_lost(self) -> bool:
+        return self._lost.is_set()
+
+    @property
+    def shutting_down(self) -> bool:
+        return self._shutdown.is_set()
+
+    @property
+    def cancel_seen(self) -> bool:
+        return self._cancel_seen
+
+    # -- progress and events --------------------------------------------------------------
+
+    def progress(
+        self,
+        percent: float | None = None,
+        *,
+        bytes_done: int | None = None,
+        bytes_total: int | None = None,
+        step: str | None = None,
+    ) -> None:
+        """Record progress; written at most about once a second (step changes at once)."""
+        with self._lock:
+            if percent is not None:
+                self._pending["progress_percent"] = float(max(0.0, min(100.0, percent)))
+            if bytes_done is not None:
+                self._pending["bytes_done"] = int(bytes_done)
+            if bytes_total is not None:
+                self._pending["bytes_total"] = int(bytes_total)
+            changed_step = step is not None and step != self._step
+            if step is not None:
+                self._step = step[:64]
+                self._pending["current_step"] = self._step
+        self._flush_progress(force=changed_step)
+
+    def step(self, name: str, message: str | None = None) -> None:
+        """Enter a named step (prepare, snapshot, copy…) and log it as an event."""
+        self.progress(step=name)
+        self.event(message or f"step: {name}", step=name)
+
+    def event(
+        self, message: str, level: EventLevel | str = EventLevel.INFO, step: str | None = None
+    ):
+        """Append to the job's event log (visible to operators: no secrets)."""
+        self._engine.add_event(
+            self.job_id, message, EventLevel(level), (step if step is not None else self._step)
+        )
+
+    def warning(self, message: str) -> None:
+        self.event(message, EventLevel.WARNING)
+
+    def _flush_progress(self, *, force: bool) -> None:
+        with self._lock:
+            if not self._pending:
+                return
+            now = time.monotonic()
+            if not force and now - self._last_progress_write < self._progress_interval:
+                return
+            values, self._pending = self._pending, {}
+            self._last_progress_write = now
+        if not self._engine.save_progress(self.job_id, self.worker_name, **values):
+            self._lost.set()
+            self._cancel.set()
+
+    # -- leftovers ------------------------------------------------------------------------
+
+    @property
+    def leftovers(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return copy.deepcopy(self._leftovers)
+
+    def add_leftover(self, item: dict[str, Any]) -> None:
+        """Persist, before going on, something created outside that a crash would strand.
+
+        Example: ``ctx.add_leftover({"type": "vm_snapshot", "vm": "vm-42", "moref": "snapshot-7"})``
+        right after the snapshot exists. Raises :class:`LeaseLost` if the job was taken over.
+        """
+        item = copy.deepcopy(dict(item))
+        with self._lock:
+            updated = [*self._leftovers, item]
+            if not self._engine.save_leftovers(self.job_id, self.worker_name, updated):
+                self._lost.set()
+                self._cancel.set()
+                self.log.error(
+                    "job %s: lease lost; leftover not recorded, clean by hand: %s",
+                    self.job_id,
+                    item,
+                )
+                raise LeaseLost(f"job {self.job_id}: lease lost")
+            self._leftovers = updated
+
+    def remove_leftover(self, item: dict[str, Any]) -> None:
+        """Forget a leftover once it is gone (removed or turned into a kept restore point)."""
+        with self._lock:
+            updated = [x for x in self._leftovers if x != item]
+            if len(updated) == len(self._leftovers):
+                return
+            if not self._engine.save_leftovers(self.job_id, self.worker_name, updated):
+                self._lost.set()
+                self._cancel.set()
+                raise LeaseLost(f"job {self.job_id}: lease lost")
+            self._leftovers = updated
+
+    def clear_leftovers(self) -> None:
+        with self._lock:
+            if not self._leftovers:
+                return
+            if not self._engine.save_leftovers(self.job_id, self.worker_name, []):
+                self._lost.set()
+                self._cancel.set()
+                raise LeaseLost(f"job {self.job_id}: lease lost")
+            self._leftovers = []

@@ -1,0 +1,334 @@
+"""The backup job: a policy's run fans out into one job per target; each target's job runs
+its strategy's steps, then writes the restore point and applies retention on primary storage.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
+
+from app.adapters import vsphere
+from app.audit import SYSTEM, record
+from app.db.models import (
+    ExchangeDatabase,
+    ExchangeServer,
+    Job,
+    Policy,
+    RestorePoint,
+    RestorePointCopy,
+    VirtualDisk,
+    VirtualMachine,
+)
+from app.db.types import utcnow
+from app.domain.jobs import JobKind
+from app.domain.protection import CopyLocation, ProtectionMethod, RestorePointStatus
+from app.domain.retention import removal_blocker
+from app.jobs.context import JobContext, JobResult, PermanentError
+from app.jobs.handlers import register
+from app.protection.holds import holds_by_point
+from app.protection.vcenter_access import JobVCenterAccess
+from app.strategies.base import BackupRun, BackupStrategy, PolicySpec, TargetSpec
+from app.strategies.declarations import DECLARATIONS
+from app.strategies.vm_snapshot import VmSnapshot, is_bulwark_snapshot
+
+# Methods whose strategies exist; the others arrive with their issues (repository, arrays,
+# mailboxes) and fail with a clear message until then.
+STRATEGIES: dict[ProtectionMethod, type[BackupStrategy]] = {
+    ProtectionMethod.VMFS_SNAPSHOT: VmSnapshot,
+}
+
+
+def _strategy(method: ProtectionMethod, access: JobVCenterAccess) -> BackupStrategy:
+    cls = STRATEGIES.get(method)
+    if cls is None:
+        raise PermanentError(f"{DECLARATIONS[method].title} backups are not available yet")
+    return cls(access)
+
+
+def _access(ctx: JobContext) -> JobVCenterAccess:
+    if ctx.runtime is None:
+        raise PermanentError("this worker was started without the service's keys")
+    return JobVCenterAccess(ctx.db, ctx.runtime.secrets)
+
+
+# -- fan-out ------------------------------------------------------------------------------
+
+
+def _resources(session: Session, server: ExchangeServer) -> list[str]:
+    """Host and datastores the target's VM uses, for the engine's per-resource limits."""
+    vm = session.scalar(
+        select(VirtualMachine)
+        .where(
+            VirtualMachine.connection_id == server.connection_id,
+            VirtualMachine.moref == server.vm_moref,
+        )
+        .options(selectinload(VirtualMachine.disks))
+    )
+    if vm is None:
+        return []
+    found = {f"host:{vm.host_moref}"} if vm.host_moref else set()
+    found |= {f"datastore:{d.datastore_moref}" for d in vm.disks if d.datastore_moref}
+    return sorted(found)
+
+
+def job_template(session: Session, policy: Policy, target: Any) -> dict[str, Any]:
+    """What a backup job of this policy and target needs: the proxy capability its method
+    declares, and the host and datastores it will load (for per-resource limits)."""
+    declaration = DECLARATIONS[policy.method]
+    server = session.get(ExchangeServer, target.server_id)
+    capability = declaration.needs_proxy_capability
+    return {
+        "required_capabilities": [capability] if capability else [],
+        "params": {"resources": _resources(session, server) if server else []},
+    }
+
+
+def dispatch(ctx: JobContext) -> JobResult:
+    """A policy-wide run: queue one backup job per target (each then runs on its own)."""
+    with ctx.db.session() as session:
+        policy = session.get(Policy, ctx.policy_id)
+        if policy is None:
+            raise PermanentError(f"policy {ctx.policy_id} no longer exists")
+        declaration = DECLARATIONS[policy.method]
+        servers = {
+            s.id: s
+            for s in session.scalars(
+                select(ExchangeServer).where(
+                    ExchangeServer.id.in_([t.server_id for t in policy.targets])
+                )
+            )
+        }
+        children = []
+        for t in policy.targets:
+            children.append(
+                Job(
+                    kind=JobKind.BACKUP,
+                    policy_id=policy.id,
+                    server_id=t.server_id,
+                    database_id=t.database_id,
+                    created_by=f"job {ctx.job_id}",
+                    params={
+                        "parent_job_id": ctx.job_id,
+                        "resources": _resources(session, servers[t.server_id]),
+                    },
+                    required_capabilities=[declaration.needs_proxy_capability]
+                    if declaration.needs_proxy_capability
+                    else [],
+                )
+            )
+        session.add_all(children)
+        session.flush()
+        ids = [c.id for c in children]
+    ctx.event(f"queued {len(ids)} backup job(s): {', '.join(map(str, ids)) or 'none'}")
+    return JobResult(message=f"dispatched {len(ids)} job(s)", details={"jobs": ids})
+
+
+# -- one target -----------------------------------------------------------------------------
+
+
+def _load(session: Session, ctx: JobContext) -> tuple[PolicySpec, TargetSpec, Policy]:
+    policy = session.get(Policy, ctx.policy_id)
+    server = session.get(ExchangeServer, ctx.server_id)
+    if policy is None or server is None:
+        raise PermanentError("the policy or the server was removed before the backup ran")
+    if server.connection_id is None or server.vm_moref is None:
+        raise PermanentError(f"{server.name} is not linked to a VM in a vCenter")
+    db = session.get(ExchangeDatabase, ctx.database_id) if ctx.database_id else None
+    spec = PolicySpec(
+        policy.id,
+        policy.name,
+        policy.consistency,
+        policy.pre_script,
+        policy.post_script,
+        policy.script_timeout_s,
+        policy.keep_on_primary,
+    )
+    target = TargetSpec(
+        server.id,
+        server.name,
+        server.connection_id,
+        server.vm_moref,
+        db.id if db else None,
+        db.name if db else None,
+        db.layout if db else None,
+    )
+    return spec, target, policy
+
+
+def run_backup(ctx: JobContext) -> JobResult | None:
+    if ctx.server_id is None:
+        return dispatch(ctx)
+    with ctx.db.session() as session:
+        spec, target, policy = _load(session, ctx)
+        method = policy.method
+    access = _access(ctx)
+    try:
+        strategy = _strategy(method, access)
+        run = BackupRun(ctx=ctx, job_id=ctx.job_id, policy=spec, target=target)
+        strategy.run(run)
+        ctx.step("catalog")
+        point_id = _catalog(ctx, run, method)
+        # The snapshot now belongs to the catalog: it is no longer this job's leftover.
+        ctx.clear_leftovers()
+        ctx.step("retain")
+        expired = apply_primary_retention(ctx.db, access, spec.id, target)
+    finally:
+        access.close()
+    ctx.progress(percent=100)
+    return JobResult(
+        message=f"restore point {point_id}",
+        details={
+            "restore_point_id": point_id,
+            "expired": expired,
+            "quiesce_window_s": run.quiesce_window_s,
+        },
+    )
+
+
+def _catalog(ctx: JobContext, run: BackupRun, method: ProtectionMethod) -> int:
+    declaration = DECLARATIONS[method]
+    capabilities = set(declaration.restores)
+    if any(c.location != CopyLocation.REPOSITORY for c in run.copies):
+        capabilities |= declaration.restores_from_primary  # kept on primary: instant recovery
+    with ctx.db.session() as session:
+        policy = session.get(Policy, run.policy.id)
+        retain_days = policy.compliance_retention_days if policy else None
+        size = _disk_bytes(session, run.target)
+        point = RestorePoint(
+            policy_id=run.policy.id,
+            server_id=run.target.server_id,
+            database_id=run.target.database_id,
+            job_id=ctx.job_id,
+            method=method,
+            consistency=run.consistency_reached,
+            capabilities=sorted(capabilities),
+            size_bytes=size,
+            retain_until=utcnow() + timedelta(days=retain_days) if retain_days else None,
+            details={
+                **run.details,
+                "quiesce_window_s": run.quiesce_window_s,
+                "asked_consistency": run.policy.consistency.value,
+            },
+        )
+        point.copies = [
+            RestorePointCopy(
+                location=c.location,
+                reference=c.reference,
+                connection_id=c.connection_id,
+                size_bytes=size,
+            )
+            for c in run.copies
+        ]
+        session.add(point)
+        session.flush()
+        record(
+            session,
+            SYSTEM,
+            "restore_point.create",
+            "restore_point",
+            point.id,
+            job=ctx.job_id,
+            target=run.target.label,
+            consistency=run.consistency_reached.value,
+        )
+        return point.id
+
+
+def _disk_bytes(session: Session, target: TargetSpec) -> int:
+    """Provisioned size of what the restore point covers (the database disk, or the VM)."""
+    query = (
+        select(VirtualDisk)
+        .join(VirtualMachine)
+        .where(
+            VirtualMachine.connection_id == target.connection_id,
+            VirtualMachine.moref == target.vm_moref,
+        )
+    )
+    disks = session.scalars(query).all()
+    if target.database_id is not None:
+        db = session.get(ExchangeDatabase, target.database_id)
+        keys = {db.database_disk_key, db.log_disk_key} if db else set()
+        disks = [d for d in disks if d.device_key in keys]
+    return sum(d.capacity_bytes for d in disks)
+
+
+def apply_primary_retention(
+    db, access: JobVCenterAccess, policy_id: int, target: TargetSpec
+) -> list[int]:
+    """Keep the newest ``keep_on_primary`` VM snapshots (at least one) of this policy and
+    target; remove older ones in vCenter unless a legal hold or compliance retention keeps
+    them. Only snapshots Bulwark created are ever removed."""
+    with db.session() as session:
+        policy = session.get(Policy, policy_id)
+        keep = max(1, policy.keep_on_primary if policy else 1)
+        points = session.scalars(
+            select(RestorePoint)
+            .where(
+                RestorePoint.policy_id == policy_id,
+                RestorePoint.server_id == target.server_id,
+                RestorePoint.database_id.is_(None)
+                if target.database_id is None
+                else RestorePoint.database_id == target.database_id,
+                RestorePoint.status == RestorePointStatus.AVAILABLE,
+            )
+            .order_by(RestorePoint.captured_at.desc(), RestorePoint.id.desc())
+        ).all()
+        live = [p for p in points if _primary_copy(p) is not None]
+        candidates = live[keep:]
+        holds = holds_by_point(session, candidates)
+        now, expired = utcnow(), []
+        for point in candidates:
+            if removal_blocker(now, point.retain_until, holds[point.id]):
+                continue
+            copy = _primary_copy(point)
+            name = point.details.get("snapshot_name", "")
+            if not is_bulwark_snapshot(name):
+                continue  # never remove a snapshot Bulwark did not create
+            client = access.client(copy.connection_id)
+            with contextlib.suppress(vsphere.ObjectNotFound):  # already gone: catch up
+                vsphere.remove_snapshot(client, copy.reference)
+            copy.removed_at = now
+            if not any(c.removed_at is None for c in point.copies):
+                point.status = RestorePointStatus.EXPIRED
+                point.expires_at = now
+            record(
+                session,
+                SYSTEM,
+                "restore_point.expire",
+                "restore_point",
+                point.id,
+                reason=f"keep {keep} on primary",
+                snapshot=copy.reference,
+            )
+            expired.append(point.id)
+        return expired
+
+
+def _primary_copy(point: RestorePoint) -> RestorePointCopy | None:
+    for c in point.copies:
+        if c.location == CopyLocation.VM_SNAPSHOT and c.removed_at is None:
+            return c
+    return None
+
+
+def cleanup_backup(ctx: JobContext, leftovers: list[dict[str, Any]]) -> None:
+    with ctx.db.session() as session:
+        cataloged = session.scalar(select(RestorePoint.id).where(RestorePoint.job_id == ctx.job_id))
+    if cataloged is not None:
+        # The crash came after the catalog write: the snapshot is a restore point; keep it.
+        leftovers = [item for item in leftovers if item.get("kind") != "vm_snapshot"]
+    with ctx.db.session() as session:
+        policy = session.get(Policy, ctx.policy_id) if ctx.policy_id else None
+        method = policy.method if policy else ProtectionMethod.VMFS_SNAPSHOT
+    access = _access(ctx)
+    try:
+        _strategy(method, access).cleanup(ctx, leftovers)
+    finally:
+        access.close()
+
+
+register(JobKind.BACKUP, run_backup, cleanup_backup)

@@ -1,0 +1,46 @@
+"""The inventory sync job: read vCenter in bulk, store it, discover Exchange servers."""
+
+from __future__ import annotations
+
+from app.adapters import vsphere
+from app.db.models import Connection
+from app.domain.connections import ConnectionStatus
+from app.domain.jobs import JobKind
+from app.inventory import sync
+from app.inventory.vcenter import open_client
+from app.jobs.context import JobContext, JobResult, PermanentError
+from app.jobs.handlers import register
+
+
+def run_sync(ctx: JobContext) -> JobResult:
+    if ctx.runtime is None:
+        raise PermanentError("this worker was started without the service's keys")
+    connection_id = ctx.params.get("connection_id")
+    with ctx.db.session() as session:
+        conn = session.get(Connection, connection_id)
+        if conn is None:
+            raise PermanentError(f"connection {connection_id} no longer exists")
+        session.expunge(conn)
+    ctx.step("read", f"reading the inventory of {conn.name}")
+    try:
+        with open_client(conn, ctx.runtime.secrets) as client:
+            inventory = vsphere.read_inventory(client)
+    except vsphere.VSphereError as exc:
+        with ctx.db.session() as session:
+            row = session.get(Connection, connection_id)
+            row.status, row.last_error = ConnectionStatus.FAILED, str(exc)
+        raise
+    ctx.step("store", f"storing {len(inventory.vms)} VMs")
+    with ctx.db.session() as session:
+        summary = sync.sync_connection(session, connection_id, inventory)
+        row = session.get(Connection, connection_id)
+        row.status, row.last_error = ConnectionStatus.OK, None
+    ctx.progress(percent=100)
+    return JobResult(
+        message=f"{summary.vms} VMs, {len(summary.servers_discovered)} Exchange servers discovered",
+        details={"vms": summary.vms, "problems": summary.problems},
+        partial=bool(summary.problems),
+    )
+
+
+register(JobKind.SYNC, run_sync, capabilities=("vcenter",))

@@ -1,0 +1,124 @@
+"""Words the dashboard shows for the domain's enum values, and badge tones for states."""
+
+from __future__ import annotations
+
+from app.domain.connections import ConnectionKind, ConnectionStatus
+from app.domain.jobs import JobKind, JobState
+from app.domain.protection import (
+    Consistency,
+    DatabaseLayout,
+    ProtectionMethod,
+    RestoreCapability,
+    RestorePointStatus,
+    Verification,
+)
+
+CONNECTION_KINDS = {
+    ConnectionKind.VCENTER: "vCenter",
+    ConnectionKind.ARRAY: "Storage array",
+    ConnectionKind.REPOSITORY: "Repository",
+    ConnectionKind.MAIL: "Mail server (IMAP)",
+}
+
+METHODS = {
+    ProtectionMethod.VM_IMAGE: "VM image",
+    ProtectionMethod.VMFS_SNAPSHOT: "VMFS snapshot",
+    ProtectionMethod.ARRAY_SNAPSHOT: "Array snapshot",
+    ProtectionMethod.AGENT_STREAM: "Agent stream backup",
+    ProtectionMethod.MAILBOX: "Mailbox-level backup",
+}
+
+CONSISTENCIES = {
+    Consistency.HOT_APPLICATION: "Hot, application-consistent",
+    Consistency.HOT_CRASH_SCRIPTED: "Hot, quiesced by scripts",
+    Consistency.CRASH: "Crash-consistent",
+    Consistency.WARM: "Warm (database dismounted)",
+    Consistency.COLD: "Cold (server shut down)",
+}
+
+LAYOUTS = {
+    DatabaseLayout.VMDK: "VMDK on VMFS",
+    DatabaseLayout.RDM_PHYSICAL: "Physical-mode RDM",
+    DatabaseLayout.RDM_VIRTUAL: "Virtual-mode RDM",
+}
+
+JOB_KINDS = {
+    JobKind.BACKUP: "Backup",
+    JobKind.RESTORE: "Restore",
+    JobKind.VERIFY: "Verify",
+    JobKind.EXPIRE: "Expire",
+    JobKind.SYNC: "Inventory sync",
+}
+
+JOB_STATES = {
+    JobState.QUEUED: "Queued",
+    JobState.RUNNING: "Running",
+    JobState.SUCCEEDED: "Succeeded",
+    JobState.FAILED: "Failed",
+    JobState.CANCELLED: "Cancelled",
+    JobState.PARTIALLY_SUCCEEDED: "Partly succeeded",
+}
+
+RESTORES = {
+    RestoreCapability.WHOLE_DATABASE: "Whole database",
+    RestoreCapability.MAILBOX: "One mailbox",
+    RestoreCapability.MESSAGE: "One message",
+    RestoreCapability.INSTANT_RECOVERY: "Instant recovery",
+    RestoreCapability.WHOLE_VM: "Whole VM",
+}
+
+VERIFICATIONS = {
+    Verification.VERIFIED: "Verified",
+    Verification.UNVERIFIED: "Not verified",
+    Verification.DAMAGED: "Damaged",
+}
+
+# Badge tones: ok (green), bad (red), warn (amber), info (blue), muted (grey).
+TONES: dict[str, str] = {
+    ConnectionStatus.OK: "ok",
+    ConnectionStatus.FAILED: "bad",
+    ConnectionStatus.UNTESTED: "muted",
+    JobState.QUEUED: "muted",
+    JobState.RUNNING: "info",
+    JobState.SUCCEEDED: "ok",
+    JobState.FAILED: "bad",
+    JobState.CANCELLED: "muted",
+    JobState.PARTIALLY_SUCCEEDED: "warn",
+    Verification.VERIFIED: "ok",
+    Verification.UNVERIFIED: "warn",
+    Verification.DAMAGED: "bad",
+    RestorePointStatus.AVAILABLE: "ok",
+    RestorePointStatus.EXPIRED: "muted",
+    "success": "ok",
+    "failure": "bad",
+    "refused": "warn",
+    "throttled": "warn",
+}
+
+ALL: dict[str, str] = {
+    **CONNECTION_KINDS,
+    **METHODS,
+    **CONSISTENCIES,
+    **LAYOUTS,
+    **JOB_KINDS,
+    **JOB_STATES,
+    **VERIFICATIONS,
+    **RESTORES,
+    ConnectionStatus.OK: "OK",
+    ConnectionStatus.FAILED: "Failed",
+    ConnectionStatus.UNTESTED: "Untested",
+    RestorePointStatus.AVAILABLE: "Available",
+    RestorePointStatus.EXPIRED: "Expired",
+}
+
+
+def label(value: object) -> str:
+    """The operator's word for an enum value; unknown values are shown as they are."""
+    if value is None:
+        return "—"
+    text = str(value)
+    return ALL.get(text, text.replace("_", " "))
+
+
+def tone(value: object) -> str:
+    return TONES.get(str(value), "muted")

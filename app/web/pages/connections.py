@@ -1,0 +1,316 @@
+"""Connections: list, read, create, change, delete — through the API's own functions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import ValidationError
+from sqlalchemy import func, select
+from starlette.datastructures import FormData
+from starlette.responses import RedirectResponse, Response
+
+from app.api.problems import Problem
+from app.api.routes.connections import (
+    SORTABLE,
+    create_connection,
+    delete_connection,
+    get_connection,
+    update_connection,
+)
+from app.api.schemas.common import normalise_thumbprint
+from app.api.schemas.connections import ConnectionCreate, ConnectionUpdate
+from app.api.schemas.jobs import JobCreate
+from app.db.models import Connection, ExchangeServer, Policy, VirtualMachine
+from app.domain.connections import ConnectionKind
+from app.domain.jobs import JobKind
+from app.security.roles import Permission
+from app.web.actions import start_job
+from app.web.context import Ctx, Form, signed_in
+from app.web.errors import WebRoute
+from app.web.forms import (
+    FormState,
+    apply_problem,
+    apply_validation_error,
+    checkbox,
+    format_options,
+    optional,
+    parse_options,
+    text,
+    values_of,
+)
+from app.web.paging import enum_or_none, page_of
+from app.web.templating import flash, render
+
+router = APIRouter(route_class=WebRoute)
+MANAGE = Permission.MANAGE_CONNECTIONS
+DEFAULT_PORTS = {
+    ConnectionKind.VCENTER: 443,
+    ConnectionKind.ARRAY: None,
+    ConnectionKind.REPOSITORY: None,
+    ConnectionKind.MAIL: 993,
+}
+
+
+def _password(form: FormData) -> str | None:
+    value = form.get("password")
+    return value if isinstance(value, str) and value != "" else None
+
+
+def _fields(form: FormData, state: FormState) -> dict[str, Any]:
+    """The form as the API's body takes it (blank optional fields left out)."""
+    return {
+        "name": text(form, "name"),
+        "host": text(form, "host"),
+        "port": optional(form, "port"),
+        "username": text(form, "username"),
+        "verify_tls": checkbox(form, "verify_tls"),
+        "trusted_thumbprint": optional(form, "trusted_thumbprint"),
+        "options": parse_options(text(form, "options"), state),
+        "description": text(form, "description"),
+    }
+
+
+def _values(conn: Connection) -> dict[str, Any]:
+    return {
+        "name": conn.name,
+        "kind": conn.kind.value,
+        "host": conn.host,
+        "port": "" if conn.port is None else str(conn.port),
+        "username": conn.username,
+        "verify_tls": "on" if conn.verify_tls else "",
+        "trusted_thumbprint": conn.trusted_thumbprint or "",
+        "options": format_options(conn.options),
+        "description": conn.description,
+    }
+
+
+def _form_page(
+    ctx: Ctx, state: FormState, conn: Connection | None = None, status_code: int = 200
+) -> Response:
+    return render(
+        ctx.request,
+        "connections/form.html",
+        {
+            "section": "connections",
+            "conn": conn,
+            "form": state,
+            "kinds": list(ConnectionKind),
+            "default_ports": DEFAULT_PORTS,
+        },
+        user=ctx.user,
+        status_code=status_code,
+    )
+
+
+@router.get("/connections")
+def connection_list(request: Request, kind: str | None = None, page: int = 1) -> Response:
+    with signed_in(request) as ctx:
+        chosen = enum_or_none(ConnectionKind, kind)
+        query = select(Connection)
+        if chosen is not None:
+            query = query.where(Connection.kind == chosen)
+        items, pager = page_of(
+            ctx.session,
+            query,
+            page=page,
+            sortable=SORTABLE,
+            default_sort="name",
+            params={"kind": chosen.value if chosen else None},
+        )
+        per_kind = dict(
+            ctx.session.execute(
+                select(Connection.kind, func.count()).group_by(Connection.kind)
+            ).all()
+        )
+        return render(
+            request,
+            "connections/list.html",
+            {
+                "section": "connections",
+                "items": items,
+                "pager": pager,
+                "kind": chosen,
+                "kinds": list(ConnectionKind),
+                "per_kind": per_kind,
+                "total_all": sum(per_kind.values()),
+            },
+            user=ctx.user,
+        )
+
+
+@router.get("/connections/new")
+def connection_new(request: Request, kind: str | None = None) -> Response:
+    with signed_in(request, MANAGE) as ctx:
+        chosen = enum_or_none(ConnectionKind, kind) or ConnectionKind.VCENTER
+        port = DEFAULT_PORTS[chosen]
+        state = FormState(
+            values={"kind": chosen.value, "verify_tls": "on", "port": port or ""},
+        )
+        return _form_page(ctx, state)
+
+
+@router.post("/connections/new")
+def connection_create(request: Request, form: Form) -> Response:
+    with signed_in(request, MANAGE, form=form, check_form=True) as ctx:
+        state = FormState(values=values_of(form))
+        data = {**_fields(form, state), "kind": text(form, "kind")}
+        if (password := _password(form)) is not None:
+            data["password"] = password
+        try:
+            body = ConnectionCreate.model_validate(data)
+        except ValidationError as exc:
+            apply_validation_error(state, exc, model_field="name")
+            return _form_page(ctx, state, status_code=422)
+        if state.failed:
+            return _form_page(ctx, state, status_code=422)
+        try:
+            conn = create_connection(body, ctx.session, request, ctx.principal)
+        except Problem as exc:
+            ctx.session.rollback()
+            apply_problem(state, exc)
+            return _form_page(ctx, state, status_code=exc.status)
+        flash(
+            request,
+            f"Connection '{conn.name}' added. Its status stays untested until "
+            "Bulwark next reaches it.",
+        )
+        return RedirectResponse(f"/connections/{conn.id}", status_code=303)
+
+
+@router.get("/connections/{connection_id}")
+def connection_detail(request: Request, connection_id: int) -> Response:
+    with signed_in(request) as ctx:
+        conn = get_connection(ctx.session, connection_id)
+        policies = ctx.session.scalars(
+            select(Policy).where(Policy.repository_id == conn.id).order_by(Policy.name)
+        ).all()
+        servers = ctx.session.scalars(
+            select(ExchangeServer)
+            .where(ExchangeServer.connection_id == conn.id)
+            .order_by(ExchangeServer.name)
+        ).all()
+        vms, synced = ctx.session.execute(
+            select(func.count(VirtualMachine.id), func.max(VirtualMachine.synced_at)).where(
+                VirtualMachine.connection_id == conn.id
+            )
+        ).one()
+        return render(
+            request,
+            "connections/detail.html",
+            {
+                "section": "connections",
+                "conn": conn,
+                "options_text": format_options(conn.options),
+                "policies": policies,
+                "servers": servers,
+                "vm_count": vms,
+                "synced_at": synced,
+            },
+            user=ctx.user,
+        )
+
+
+@router.get("/connections/{connection_id}/edit")
+def connection_edit(request: Request, connection_id: int) -> Response:
+    with signed_in(request, MANAGE) as ctx:
+        conn = get_connection(ctx.session, connection_id)
+        return _form_page(ctx, FormState(values=_values(conn)), conn)
+
+
+def _changes(conn: Connection, body: ConnectionUpdate) -> set[str]:
+    """The fields the operator actually changed, so the audit log names only those."""
+    changed = set()
+    for name in ("name", "host", "port", "username", "verify_tls", "options", "description"):
+        if getattr(body, name) != getattr(conn, name):
+            changed.add(name)
+    if normalise_thumbprint(body.trusted_thumbprint) != conn.trusted_thumbprint:
+        changed.add("trusted_thumbprint")
+    if body.password is not None:
+        changed.add("password")
+    return changed
+
+
+@router.post("/connections/{connection_id}/edit")
+def connection_update(request: Request, connection_id: int, form: Form) -> Response:
+    with signed_in(request, MANAGE, form=form, check_form=True) as ctx:
+        conn = get_connection(ctx.session, connection_id)
+        state = FormState(values={**values_of(form), "kind": conn.kind.value})
+        data = _fields(form, state)
+        if (password := _password(form)) is not None:
+            data["password"] = password
+        try:
+            full = ConnectionUpdate.model_validate(data)
+        except ValidationError as exc:
+            apply_validation_error(state, exc, model_field="name")
+            return _form_page(ctx, state, conn, status_code=422)
+        if state.failed:
+            return _form_page(ctx, state, conn, status_code=422)
+        changed = _changes(conn, full)
+        if not changed:
+            flash(request, "Nothing changed.", "info")
+            return RedirectResponse(f"/connections/{conn.id}", status_code=303)
+        body = ConnectionUpdate.model_validate({k: v for k, v in data.items() if k in changed})
+        try:
+            update_connection(conn.id, body, ctx.session, request, ctx.principal)
+            ctx.session.flush()
+        except Problem as exc:
+            ctx.session.rollback()
+            apply_problem(state, exc)
+            return _form_page(ctx, state, get_connection(ctx.session, connection_id), exc.status)
+        flash(request, f"Connection '{conn.name}' saved.")
+        return RedirectResponse(f"/connections/{conn.id}", status_code=303)
+
+
+@router.post("/connections/{connection_id}/sync")
+def connection_sync(request: Request, connection_id: int, form: Form) -> Response:
+    """Read the vCenter's inventory now (a sync job)."""
+    with signed_in(request, Permission.RUN_BACKUP, form=form, check_form=True) as ctx:
+        conn = get_connection(ctx.session, connection_id)
+        body = JobCreate(kind=JobKind.SYNC, connection_id=conn.id)
+        try:
+            return start_job(ctx, body, f"Inventory sync of '{conn.name}' queued.")
+        except Problem as exc:
+            ctx.session.rollback()
+            flash(request, exc.detail[:1].upper() + exc.detail[1:], "bad")
+            return RedirectResponse(f"/connections/{conn.id}", status_code=303)
+
+
+def _delete_page(ctx: Ctx, conn: Connection, error: str | None = None, status_code=200):
+    return render(
+        ctx.request,
+        "confirm_delete.html",
+        {
+            "section": "connections",
+            "what": "connection",
+            "name": conn.name,
+            "action": f"/connections/{conn.id}/delete",
+            "cancel": f"/connections/{conn.id}",
+            "error": error,
+            "consequence": "Bulwark forgets its address and stored credentials.",
+        },
+        user=ctx.user,
+        status_code=status_code,
+    )
+
+
+@router.get("/connections/{connection_id}/delete")
+def connection_delete_confirm(request: Request, connection_id: int) -> Response:
+    with signed_in(request, MANAGE) as ctx:
+        return _delete_page(ctx, get_connection(ctx.session, connection_id))
+
+
+@router.post("/connections/{connection_id}/delete")
+def connection_delete(request: Request, connection_id: int, form: Form) -> Response:
+    with signed_in(request, MANAGE, form=form, check_form=True) as ctx:
+        conn = get_connection(ctx.session, connection_id)
+        name = conn.name
+        try:
+            delete_connection(conn.id, ctx.session, ctx.principal)
+            ctx.session.flush()
+        except Problem as exc:
+            ctx.session.rollback()
+            conn = get_connection(ctx.session, connection_id)
+            return _delete_page(ctx, conn, exc.detail, exc.status)
+        flash(request, f"Connection '{name}' deleted.")
+        return RedirectResponse("/connections", status_code=303)
