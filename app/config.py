@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     # The worker `bulwark serve` runs in-process: its name and what it can reach.
     worker_name: str | None = None
     worker_capabilities: list[str] = ["vcenter"]
+    # Every vCenter's inventory is re-read this often (0: only when asked).
+    inventory_resync_minutes: int = 15
 
     @property
     def effective_database_url(self) -> str:

@@ -70,7 +70,11 @@ def start_background(
     """Start the scheduler and an in-process worker; call ``.stop()`` on shutdown."""
     if registry is None:
         load_handlers()
-    sched = Scheduler(runtime.db) if scheduler else None
+    sched = (
+        Scheduler(runtime.db, resync_minutes=runtime.settings.inventory_resync_minutes)
+        if scheduler
+        else None
+    )
     work = None
     if worker:
         name = worker_name or f"{socket.gethostname()}-serve"[:64]

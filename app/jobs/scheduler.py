@@ -28,9 +28,10 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from app.audit import Actor, record
-from app.db.models import Job, JobEvent, Policy, PolicyTarget
+from app.db.models import Connection, Job, JobEvent, Policy, PolicyTarget
 from app.db.session import Database
 from app.db.types import utcnow
+from app.domain.connections import ConnectionKind
 from app.domain.jobs import EventLevel, JobKind, JobState
 
 log = logging.getLogger(__name__)
@@ -63,8 +64,11 @@ class Scheduler:
         timezone: tzinfo = UTC,
         job_template: JobTemplate | None = None,
         lock_key: int = SCHEDULER_LOCK_KEY,
+        resync_minutes: int | None = None,
     ):
         self.db = database
+        # Periodic inventory resync of every vCenter (None: only when asked).
+        self.resync_minutes = resync_minutes
         self.tz = timezone
         self.job_template = job_template if job_template is not None else _default_template()
         self.lock_key = lock_key
@@ -243,8 +247,40 @@ class Scheduler:
                             created += self._make_jobs(session, policy, *found, now)
                 except Exception:
                     log.exception("policy %s: scheduling failed", policy.name)
+            if self.resync_minutes:
+                created += self._schedule_syncs(session, now)
         if created:
             log.info("scheduler created %d job(s): %s", len(created), created)
+        return created
+
+    def _schedule_syncs(self, session: Session, now: datetime) -> list[int]:
+        """A sync job per vCenter whose inventory is older than ``resync_minutes``."""
+        window = now - timedelta(minutes=self.resync_minutes)
+        recent = session.scalars(
+            select(Job.params).where(
+                Job.kind == JobKind.SYNC,
+                (Job.created_at >= window) | Job.state.in_((JobState.QUEUED, JobState.RUNNING)),
+            )
+        ).all()
+        fresh = {(p or {}).get("connection_id") for p in recent}
+        created = []
+        vcenters = session.scalars(
+            select(Connection.id).where(Connection.kind == ConnectionKind.VCENTER)
+        ).all()
+        for connection_id in vcenters:
+            if connection_id in fresh:
+                continue
+            job = Job(
+                kind=JobKind.SYNC,
+                params={"connection_id": connection_id},
+                required_capabilities=["vcenter"],
+                created_by=SCHEDULER,
+                created_at=now,
+                not_before=now,
+            )
+            session.add(job)
+            session.flush()
+            created.append(job.id)
         return created
 
     def run_forever(self, stop_event: threading.Event, interval: float = 30.0) -> None:

@@ -240,3 +240,27 @@ def test_one_failing_policy_does_not_stop_the_others(db, servers):
 
     assert len(Scheduler(db, job_template=template).tick(T0)) == 1
     assert [j.policy_id for j in scheduled(db)] == [good]
+
+
+def test_inventory_resync_is_scheduled_once_per_window(db):
+    from app.db.models import Connection, Job
+    from app.domain.connections import ConnectionKind
+
+    with db.session() as session:
+        session.add_all(
+            [
+                Connection(name="vc-a", kind=ConnectionKind.VCENTER),
+                Connection(name="repo", kind=ConnectionKind.REPOSITORY),
+            ]
+        )
+    scheduler = Scheduler(db, resync_minutes=15)
+    first = scheduler.tick(T0)
+    assert len(first) == 1  # the vCenter only
+    assert scheduler.tick(T0 + timedelta(minutes=5)) == []  # still queued
+    with db.session() as session:
+        job = session.get(Job, first[0])
+        assert job.kind == JobKind.SYNC and job.required_capabilities == ["vcenter"]
+        job.state = JobState.SUCCEEDED
+    assert scheduler.tick(T0 + timedelta(minutes=10)) == []  # fresh enough
+    assert len(scheduler.tick(T0 + timedelta(minutes=16))) == 1
+    assert Scheduler(db).tick(T0 + timedelta(hours=5)) == []  # off unless asked
