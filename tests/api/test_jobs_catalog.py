@@ -159,3 +159,28 @@ def test_hold_input_is_checked(client, admin):
         ),
         422,
     )
+
+
+def test_failed_jobs_can_be_retried_as_new_jobs(app, client, admin, server_id):
+    from app.db.models import Job
+    from app.domain.jobs import JobKind, JobState
+
+    with app.state.runtime.db.session() as session:
+        failed = Job(
+            kind=JobKind.BACKUP,
+            server_id=server_id,
+            state=JobState.FAILED,
+            params={"resources": ["host:host-1"]},
+            required_capabilities=["vcenter"],
+        )
+        running = Job(kind=JobKind.BACKUP, server_id=server_id, state=JobState.RUNNING)
+        session.add_all([failed, running])
+        session.flush()
+        ids = failed.id, running.id
+    r = client.post(f"/api/v1/jobs/{ids[0]}/retry", headers=admin)
+    assert r.status_code == 202, r.text
+    again = r.json()
+    assert again["id"] != ids[0] and again["state"] == "queued"
+    assert again["params"]["retry_of"] == ids[0]
+    assert again["required_capabilities"] == ["vcenter"]
+    assert_problem(client.post(f"/api/v1/jobs/{ids[1]}/retry", headers=admin), 409, "running")

@@ -163,6 +163,39 @@ def cancel_job(job_id: int, session: DbSession, principal=require(Permission.RUN
     return job
 
 
+@router.post(
+    "/jobs/{job_id}/retry",
+    response_model=JobOut,
+    status_code=202,
+    summary="Run a failed or cancelled job again, as a new job",
+)
+def retry_job(job_id: int, session: DbSession, principal: Reader):
+    old = get_job(session, job_id)
+    needed = Permission.RUN_RESTORE if old.kind == JobKind.RESTORE else Permission.RUN_BACKUP
+    if not principal.can(needed):
+        raise Problem(
+            403,
+            f"role '{principal.role}' may not start {old.kind} jobs",
+            type_="/problems/forbidden",
+        )
+    if old.state not in (JobState.FAILED, JobState.CANCELLED, JobState.PARTIALLY_SUCCEEDED):
+        raise conflict(f"job {job_id} is {old.state}; only failed or cancelled jobs are retried")
+    params = {k: v for k, v in old.params.items() if k != "scheduled_for"}
+    job = Job(
+        kind=old.kind,
+        policy_id=old.policy_id,
+        server_id=old.server_id,
+        database_id=old.database_id,
+        params={**params, "retry_of": old.id},
+        required_capabilities=list(old.required_capabilities),
+        created_by=principal.actor.name,
+    )
+    session.add(job)
+    session.flush()
+    record(session, principal.actor, "job.retry", "job", job.id, retry_of=old.id)
+    return job
+
+
 @router.get("/proxies", response_model=list[ProxyOut], summary="Workers and their heartbeats")
 def list_proxies(session: DbSession, _: Reader):
     return session.scalars(select(Proxy).order_by(Proxy.name)).all()
