@@ -9,7 +9,7 @@ from urllib.parse import urlencode
 from sqlalchemy import Select
 from sqlalchemy.orm import Session
 
-from app.api.pagination import paginate
+from app.api.pagination import PageWindow, query_page
 
 PAGE_SIZE = 25
 
@@ -51,14 +51,9 @@ def page_of(
     size: int = PAGE_SIZE,
 ) -> tuple[list[Any], Pager]:
     page = max(1, page)
-    items, total = paginate(
-        session,
-        query,
-        limit=size,
-        offset=(page - 1) * size,
-        sort=None,
-        sortable=sortable,
-        default_sort=default_sort,
+    window = PageWindow(limit=size, offset=(page - 1) * size)
+    items, total = query_page(
+        session, query, window, None, sortable=sortable, default_sort=default_sort
     )
     return items, Pager(page, size, total, params)
 

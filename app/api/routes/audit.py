@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from sqlalchemy import select
 
 from app.api import API_PREFIX
 from app.api.deps import DbSession, require
-from app.api.pagination import MAX_LIMIT, Page, paginate
+from app.api.pagination import Page, PageWindow, paginate
 from app.api.schemas.catalog import AuditEventOut
 from app.db.models import AuditEvent
 from app.security.roles import Permission
@@ -33,8 +33,7 @@ def list_audit_events(
     since: datetime | None = None,
     until: datetime | None = None,
     sort: str | None = Query(default=None, description="at, action, actor"),
-    limit: int = Query(default=50, ge=1, le=MAX_LIMIT),
-    offset: int = Query(default=0, ge=0),
+    window: PageWindow = Depends(),
 ):
     query = select(AuditEvent)
     if action:
@@ -55,13 +54,11 @@ def list_audit_events(
         query = query.where(AuditEvent.at >= since)
     if until is not None:
         query = query.where(AuditEvent.at < until)
-    items, total = paginate(
+    return paginate(
         session,
         query,
-        limit=limit,
-        offset=offset,
-        sort=sort,
+        window,
+        sort,
         sortable={"at": AuditEvent.at, "action": AuditEvent.action, "actor": AuditEvent.actor},
         default_sort="-at",
     )
-    return Page[AuditEventOut](items=items, total=total, limit=limit, offset=offset)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from sqlalchemy import select
 
 from app.adapters import vsphere
 from app.api import API_PREFIX
 from app.api.deps import DbSession, Reader, require, runtime
-from app.api.pagination import MAX_LIMIT, Page, paginate
+from app.api.pagination import Page, PageWindow, paginate
 from app.api.problems import Problem, conflict, invalid, not_found
 from app.api.schemas.common import normalise_thumbprint
 from app.api.schemas.connections import ConnectionCreate, ConnectionOut, ConnectionUpdate
@@ -52,8 +52,7 @@ def list_connections(
     status: ConnectionStatus | None = None,
     q: str | None = Query(default=None, max_length=64, description="Name contains"),
     sort: str | None = Query(default=None, description="name, kind, status, created_at; '-' desc"),
-    limit: int = Query(default=50, ge=1, le=MAX_LIMIT),
-    offset: int = Query(default=0, ge=0),
+    window: PageWindow = Depends(),
 ):
     query = select(Connection)
     if kind:
@@ -62,16 +61,7 @@ def list_connections(
         query = query.where(Connection.status == status)
     if q:
         query = query.where(Connection.name.contains(q, autoescape=True))
-    items, total = paginate(
-        session,
-        query,
-        limit=limit,
-        offset=offset,
-        sort=sort,
-        sortable=SORTABLE,
-        default_sort="name",
-    )
-    return Page[ConnectionOut](items=items, total=total, limit=limit, offset=offset)
+    return paginate(session, query, window, sort, sortable=SORTABLE, default_sort="name")
 
 
 @router.post("", response_model=ConnectionOut, status_code=201, summary="Add a connection")

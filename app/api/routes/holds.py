@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from sqlalchemy import select
 
 from app.api import API_PREFIX
 from app.api.deps import DbSession, Reader, require
-from app.api.pagination import MAX_LIMIT, Page, paginate
+from app.api.pagination import Page, PageWindow, paginate
 from app.api.problems import conflict, invalid, not_found
 from app.api.schemas.catalog import LegalHoldCreate, LegalHoldOut
 from app.audit import record
@@ -26,24 +26,14 @@ def list_holds(
     _: Reader,
     active: bool | None = Query(default=None, description="Only unreleased (true) or released"),
     sort: str | None = None,
-    limit: int = Query(default=50, ge=1, le=MAX_LIMIT),
-    offset: int = Query(default=0, ge=0),
+    window: PageWindow = Depends(),
 ):
     query = select(LegalHold)
     if active is True:
         query = query.where(LegalHold.released_at.is_(None))
     elif active is False:
         query = query.where(LegalHold.released_at.is_not(None))
-    items, total = paginate(
-        session,
-        query,
-        limit=limit,
-        offset=offset,
-        sort=sort,
-        sortable=SORTABLE,
-        default_sort="-created_at",
-    )
-    return Page[LegalHoldOut](items=items, total=total, limit=limit, offset=offset)
+    return paginate(session, query, window, sort, sortable=SORTABLE, default_sort="-created_at")
 
 
 @router.post("", response_model=LegalHoldOut, status_code=201, summary="Place a legal hold")

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from app.api import API_PREFIX
 from app.api.deps import DbSession, Reader
-from app.api.pagination import MAX_LIMIT, Page, paginate
+from app.api.pagination import Page, PageWindow, paginate
 from app.api.problems import not_found
 from app.api.schemas.inventory import DatastoreOut, HostOut, VmOut
 from app.db.models import Datastore, ExchangeServer, Host, VirtualDisk, VirtualMachine
@@ -28,8 +28,7 @@ def list_vms(
     ),
     exchange: bool | None = Query(default=None, description="Is (not) an Exchange server"),
     sort: str | None = Query(default=None, description="name, power_state"),
-    limit: int = Query(default=50, ge=1, le=MAX_LIMIT),
-    offset: int = Query(default=0, ge=0),
+    window: PageWindow = Depends(),
 ):
     query = select(VirtualMachine).options(selectinload(VirtualMachine.disks))
     if connection_id is not None:
@@ -50,16 +49,14 @@ def list_vms(
             .exists()
         )
         query = query.where(is_exchange if exchange else ~is_exchange)
-    items, total = paginate(
+    return paginate(
         session,
         query,
-        limit=limit,
-        offset=offset,
-        sort=sort,
+        window,
+        sort,
         sortable={"name": VirtualMachine.name, "power_state": VirtualMachine.power_state},
         default_sort="name",
     )
-    return Page[VmOut](items=items, total=total, limit=limit, offset=offset)
 
 
 @router.get("/vms/{vm_id}", response_model=VmOut, summary="Read a virtual machine")
@@ -76,18 +73,16 @@ def list_datastores(
     _: Reader,
     connection_id: int | None = None,
     sort: str | None = Query(default=None, description="name, free_bytes, capacity_bytes"),
-    limit: int = Query(default=50, ge=1, le=MAX_LIMIT),
-    offset: int = Query(default=0, ge=0),
+    window: PageWindow = Depends(),
 ):
     query = select(Datastore)
     if connection_id is not None:
         query = query.where(Datastore.connection_id == connection_id)
-    items, total = paginate(
+    return paginate(
         session,
         query,
-        limit=limit,
-        offset=offset,
-        sort=sort,
+        window,
+        sort,
         sortable={
             "name": Datastore.name,
             "free_bytes": Datastore.free_bytes,
@@ -95,7 +90,6 @@ def list_datastores(
         },
         default_sort="name",
     )
-    return Page[DatastoreOut](items=items, total=total, limit=limit, offset=offset)
 
 
 @router.get("/hosts", response_model=Page[HostOut], summary="List ESXi hosts")
@@ -103,19 +97,9 @@ def list_hosts(
     session: DbSession,
     _: Reader,
     connection_id: int | None = None,
-    limit: int = Query(default=50, ge=1, le=MAX_LIMIT),
-    offset: int = Query(default=0, ge=0),
+    window: PageWindow = Depends(),
 ):
     query = select(Host)
     if connection_id is not None:
         query = query.where(Host.connection_id == connection_id)
-    items, total = paginate(
-        session,
-        query,
-        limit=limit,
-        offset=offset,
-        sort=None,
-        sortable={"name": Host.name},
-        default_sort="name",
-    )
-    return Page[HostOut](items=items, total=total, limit=limit, offset=offset)
+    return paginate(session, query, window, None, sortable={"name": Host.name}, default_sort="name")

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from app.api import API_PREFIX
 from app.api.deps import DbSession, Reader, require
-from app.api.pagination import MAX_LIMIT, Page, paginate
+from app.api.pagination import Page, PageWindow, paginate
 from app.api.problems import Problem, conflict, invalid, not_found
 from app.api.schemas.jobs import JobCreate, JobDetail, JobOut, ProxyOut
 from app.audit import record
@@ -46,8 +46,7 @@ def list_jobs(
     server_id: int | None = None,
     since: datetime | None = Query(default=None, description="Created at or after"),
     sort: str | None = Query(default=None, description="created_at, state, kind, finished_at"),
-    limit: int = Query(default=50, ge=1, le=MAX_LIMIT),
-    offset: int = Query(default=0, ge=0),
+    window: PageWindow = Depends(),
 ):
     query = select(Job)
     for column, value in (
@@ -60,16 +59,7 @@ def list_jobs(
             query = query.where(column == value)
     if since is not None:
         query = query.where(Job.created_at >= since)
-    items, total = paginate(
-        session,
-        query,
-        limit=limit,
-        offset=offset,
-        sort=sort,
-        sortable=SORTABLE,
-        default_sort="-created_at",
-    )
-    return Page[JobOut](items=items, total=total, limit=limit, offset=offset)
+    return paginate(session, query, window, sort, sortable=SORTABLE, default_sort="-created_at")
 
 
 def _validate(session: Session, body: JobCreate) -> None:

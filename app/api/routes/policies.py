@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Depends, Query, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.api import API_PREFIX
 from app.api.deps import DbSession, Reader, require
-from app.api.pagination import MAX_LIMIT, Page, paginate
+from app.api.pagination import Page, PageWindow, paginate
 from app.api.problems import Problem, conflict, invalid, not_found
 from app.api.schemas.policies import PolicyCreate, PolicyOut, PolicyUpdate, TargetIn
 from app.audit import record
@@ -137,8 +137,7 @@ def list_policies(
     server_id: int | None = Query(default=None, description="Policies covering this server"),
     q: str | None = Query(default=None, max_length=64, description="Name contains"),
     sort: str | None = Query(default=None, description="name, method, enabled, created_at"),
-    limit: int = Query(default=50, ge=1, le=MAX_LIMIT),
-    offset: int = Query(default=0, ge=0),
+    window: PageWindow = Depends(),
 ):
     query = select(Policy)
     if method:
@@ -149,16 +148,7 @@ def list_policies(
         query = query.where(Policy.targets.any(PolicyTarget.server_id == server_id))
     if q:
         query = query.where(Policy.name.contains(q, autoescape=True))
-    items, total = paginate(
-        session,
-        query,
-        limit=limit,
-        offset=offset,
-        sort=sort,
-        sortable=SORTABLE,
-        default_sort="name",
-    )
-    return Page[PolicyOut](items=items, total=total, limit=limit, offset=offset)
+    return paginate(session, query, window, sort, sortable=SORTABLE, default_sort="name")
 
 
 @router.post("", response_model=PolicyOut, status_code=201, summary="Create a policy")

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Depends, Query, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.api import API_PREFIX
 from app.api.deps import DbSession, Reader, require
-from app.api.pagination import MAX_LIMIT, Page, paginate
+from app.api.pagination import Page, PageWindow, paginate
 from app.api.problems import conflict, not_found
 from app.api.schemas.catalog import RestorePointOut, RestorePointUpdate
 from app.audit import record
@@ -58,8 +58,7 @@ def list_restore_points(
     since: datetime | None = Query(default=None, description="Captured at or after"),
     until: datetime | None = Query(default=None, description="Captured before"),
     sort: str | None = Query(default=None, description="captured_at, size_bytes, status"),
-    limit: int = Query(default=50, ge=1, le=MAX_LIMIT),
-    offset: int = Query(default=0, ge=0),
+    window: PageWindow = Depends(),
 ):
     query = select(RestorePoint)
     for column, value in (
@@ -76,18 +75,9 @@ def list_restore_points(
         query = query.where(RestorePoint.captured_at >= since)
     if until is not None:
         query = query.where(RestorePoint.captured_at < until)
-    items, total = paginate(
-        session,
-        query,
-        limit=limit,
-        offset=offset,
-        sort=sort,
-        sortable=SORTABLE,
-        default_sort="-captured_at",
-    )
-    return Page[RestorePointOut](
-        items=_out(items, holds_by_point(session, items)), total=total, limit=limit, offset=offset
-    )
+    page = paginate(session, query, window, sort, sortable=SORTABLE, default_sort="-captured_at")
+    page["items"] = _out(page["items"], holds_by_point(session, page["items"]))
+    return page
 
 
 @router.get("/{point_id}", response_model=RestorePointOut, summary="Read a restore point")

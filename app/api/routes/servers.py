@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Depends, Query, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from app.api import API_PREFIX
 from app.api.deps import DbSession, Reader, require
-from app.api.pagination import MAX_LIMIT, Page, paginate
+from app.api.pagination import Page, PageWindow, paginate
 from app.api.problems import conflict, invalid, not_found
 from app.api.schemas.servers import (
     DatabaseAdvice,
@@ -127,24 +127,14 @@ def list_servers(
     connection_id: int | None = None,
     q: str | None = Query(default=None, max_length=64, description="Name contains"),
     sort: str | None = Query(default=None, description="name, created_at; '-' for descending"),
-    limit: int = Query(default=50, ge=1, le=MAX_LIMIT),
-    offset: int = Query(default=0, ge=0),
+    window: PageWindow = Depends(),
 ):
     query = select(ExchangeServer).options(selectinload(ExchangeServer.databases))
     if connection_id is not None:
         query = query.where(ExchangeServer.connection_id == connection_id)
     if q:
         query = query.where(ExchangeServer.name.contains(q, autoescape=True))
-    items, total = paginate(
-        session,
-        query,
-        limit=limit,
-        offset=offset,
-        sort=sort,
-        sortable=SORTABLE,
-        default_sort="name",
-    )
-    return Page[ServerOut](items=items, total=total, limit=limit, offset=offset)
+    return paginate(session, query, window, sort, sortable=SORTABLE, default_sort="name")
 
 
 @router.post("", response_model=ServerOut, status_code=201, summary="Protect an Exchange server")

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Depends, Response
 from sqlalchemy import select
 
 from app.accounts import create_token
 from app.api import API_PREFIX
 from app.api.deps import CurrentPrincipal, DbSession
-from app.api.pagination import MAX_LIMIT, Page, paginate
+from app.api.pagination import Page, PageWindow, paginate
 from app.api.problems import Problem, invalid, not_found
 from app.api.schemas.users import TokenCreate, TokenCreated, TokenOut
 from app.audit import record
@@ -25,8 +25,7 @@ def list_tokens(
     principal: CurrentPrincipal,
     user_id: int | None = None,
     active: bool | None = None,
-    limit: int = Query(default=50, ge=1, le=MAX_LIMIT),
-    offset: int = Query(default=0, ge=0),
+    window: PageWindow = Depends(),
 ):
     query = select(ApiToken)
     if not principal.can(Permission.MANAGE_USERS):
@@ -35,16 +34,14 @@ def list_tokens(
         query = query.where(ApiToken.user_id == user_id)
     if active:
         query = query.where(ApiToken.revoked_at.is_(None))
-    items, total = paginate(
+    return paginate(
         session,
         query,
-        limit=limit,
-        offset=offset,
-        sort=None,
+        window,
+        None,
         sortable={"created_at": ApiToken.created_at},
         default_sort="-created_at",
     )
-    return Page[TokenOut](items=items, total=total, limit=limit, offset=offset)
 
 
 @router.post(

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Depends, Query, Response
 from sqlalchemy import func, select
 
 from app.accounts import AccountError, create_user
 from app.api import API_PREFIX
 from app.api.deps import CurrentPrincipal, DbSession, require
-from app.api.pagination import MAX_LIMIT, Page, paginate
+from app.api.pagination import Page, PageWindow, paginate
 from app.api.problems import Problem, conflict, invalid, not_found
 from app.api.schemas.users import PasswordChange, UserCreate, UserOut, UserUpdate
 from app.audit import record
@@ -64,22 +64,19 @@ def list_users(
     _=Admin,
     role: Role | None = None,
     sort: str | None = Query(default=None, description="username, role, created_at"),
-    limit: int = Query(default=50, ge=1, le=MAX_LIMIT),
-    offset: int = Query(default=0, ge=0),
+    window: PageWindow = Depends(),
 ):
     query = select(User)
     if role is not None:
         query = query.where(User.role == role)
-    items, total = paginate(
+    return paginate(
         session,
         query,
-        limit=limit,
-        offset=offset,
-        sort=sort,
+        window,
+        sort,
         sortable={"username": User.username, "role": User.role, "created_at": User.created_at},
         default_sort="username",
     )
-    return Page[UserOut](items=items, total=total, limit=limit, offset=offset)
 
 
 @router.post("/users", response_model=UserOut, status_code=201, summary="Create a user")
