@@ -41,6 +41,13 @@ class Settings(BaseSettings):
     # The worker `bulwark serve` runs in-process: its name and what it can reach.
     worker_name: str | None = None
     worker_capabilities: list[str] = ["vcenter"]
+    # Outgoing mail for notifications; no host means no e-mail.
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    smtp_starttls: bool = False
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_from: str = "bulwark@localhost"
     # Every vCenter's inventory is re-read this often (0: only when asked).
     inventory_resync_minutes: int = 15
 

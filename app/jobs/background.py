@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from app.jobs.handlers import HandlerRegistry, load_handlers
 from app.jobs.scheduler import Scheduler
 from app.jobs.worker import Worker
+from app.notifications import Notifier
 
 if TYPE_CHECKING:
     from app.state import Runtime
@@ -71,7 +72,11 @@ def start_background(
     if registry is None:
         load_handlers()
     sched = (
-        Scheduler(runtime.db, resync_minutes=runtime.settings.inventory_resync_minutes)
+        Scheduler(
+            runtime.db,
+            resync_minutes=runtime.settings.inventory_resync_minutes,
+            notifier=Notifier(runtime.settings, runtime.secrets),
+        )
         if scheduler
         else None
     )

@@ -33,6 +33,7 @@ from app.db.session import Database
 from app.db.types import utcnow
 from app.domain.connections import ConnectionKind
 from app.domain.jobs import EventLevel, JobKind, JobState
+from app.notifications import Notifier
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +66,12 @@ class Scheduler:
         job_template: JobTemplate | None = None,
         lock_key: int = SCHEDULER_LOCK_KEY,
         resync_minutes: int | None = None,
+        notifier: Notifier | None = None,
     ):
         self.db = database
         # Periodic inventory resync of every vCenter (None: only when asked).
         self.resync_minutes = resync_minutes
+        self.notifier = notifier
         self.tz = timezone
         self.job_template = job_template if job_template is not None else _default_template()
         self.lock_key = lock_key
@@ -249,6 +252,12 @@ class Scheduler:
                     log.exception("policy %s: scheduling failed", policy.name)
             if self.resync_minutes:
                 created += self._schedule_syncs(session, now)
+            if self.notifier is not None:
+                try:
+                    with session.begin_nested():
+                        self.notifier.sweep(session, now)
+                except Exception:
+                    log.exception("sending notifications failed")
         if created:
             log.info("scheduler created %d job(s): %s", len(created), created)
         return created

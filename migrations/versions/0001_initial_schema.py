@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-25 18:43:14.608917
+Create Date: 2026-11-25 19:05:15.458084
 """
 
 from collections.abc import Sequence
@@ -196,6 +196,10 @@ def upgrade() -> None:
     sa.Column('keep_yearly', sa.Integer(), nullable=False),
     sa.Column('restores_needed', sa.JSON(), nullable=False),
     sa.Column('compliance_retention_days', sa.Integer(), nullable=True),
+    sa.Column('notify_on', sa.JSON(), nullable=False),
+    sa.Column('notify_webhook_url', sa.String(length=512), nullable=True),
+    sa.Column('notify_webhook_secret_ciphertext', sa.LargeBinary(), nullable=True),
+    sa.Column('notify_emails', sa.JSON(), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['repository_id'], ['connections.id'], name=op.f('fk_policies_repository_id_connections'), ondelete='RESTRICT'),

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.api import API_PREFIX
-from app.api.deps import DbSession, Reader, require
+from app.api.deps import DbSession, Reader, require, runtime
 from app.api.pagination import Page, PageWindow, paginate
 from app.api.problems import Problem, conflict, invalid, not_found
 from app.api.schemas.policies import PolicyCreate, PolicyOut, PolicyUpdate, TargetIn
@@ -113,6 +113,21 @@ def _check_fits_targets(session: Session, policy: Policy, targets: list[PolicyTa
         )
 
 
+def _columns(values: dict) -> dict:
+    if values.get("notify_webhook_url") is not None:
+        values["notify_webhook_url"] = str(values["notify_webhook_url"])
+    return values
+
+
+def _seal_webhook_secret(policy: Policy, body, request: Request | None) -> None:
+    if body.notify_webhook_secret is not None:
+        if request is None:  # a direct caller (the dashboard) must pass the request
+            raise RuntimeError("sealing a webhook secret needs the request")
+        policy.notify_webhook_secret_ciphertext = runtime(request).secrets.seal(
+            body.notify_webhook_secret.get_secret_value(), "webhook"
+        )
+
+
 def _check_schedule(policy: Policy) -> None:
     if (policy.schedule_cron is None) == (policy.rpo_minutes is None):
         raise invalid("give exactly one of schedule_cron or rpo_minutes", "schedule_cron")
@@ -152,11 +167,14 @@ def list_policies(
 
 
 @router.post("", response_model=PolicyOut, status_code=201, summary="Create a policy")
-def create_policy(body: PolicyCreate, session: DbSession, principal=Manager):
+def create_policy(
+    body: PolicyCreate, session: DbSession, principal=Manager, request: Request = None
+):
     if session.scalar(select(Policy.id).where(Policy.name == body.name)):
         raise conflict(f"a policy named '{body.name}' already exists")
     _check_repository(session, body.repository_id)
-    policy = Policy(**body.model_dump(exclude={"targets"}))
+    policy = Policy(**_columns(body.model_dump(exclude={"targets", "notify_webhook_secret"})))
+    _seal_webhook_secret(policy, body, request)
     _check_repository_needed(policy)
     policy.targets = _targets(session, body.targets)
     _check_fits_targets(session, policy, policy.targets)
@@ -181,9 +199,18 @@ def read_policy(policy_id: int, session: DbSession, _: Reader):
 
 
 @router.patch("/{policy_id}", response_model=PolicyOut, summary="Change a policy")
-def update_policy(policy_id: int, body: PolicyUpdate, session: DbSession, principal=Manager):
+def update_policy(
+    policy_id: int,
+    body: PolicyUpdate,
+    session: DbSession,
+    principal=Manager,
+    request: Request = None,
+):
     policy = get_policy(session, policy_id)
-    changes = body.model_dump(exclude_unset=True, exclude={"targets"})
+    changes = _columns(
+        body.model_dump(exclude_unset=True, exclude={"targets", "notify_webhook_secret"})
+    )
+    _seal_webhook_secret(policy, body, request)
     if (
         "name" in changes
         and changes["name"] != policy.name

@@ -1,14 +1,16 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated, Literal
 
 from croniter import croniter
-from pydantic import Field, field_validator, model_validator
+from pydantic import AnyHttpUrl, EmailStr, Field, SecretStr, field_validator, model_validator
 
 from app.api.schemas.common import Input, LongText, Name, Output
 from app.domain.protection import Consistency, ProtectionMethod, RestoreCapability
 
-Script = str
+NotifyOn = Literal["failure", "rpo_breach"]
+WebhookSecret = Annotated[SecretStr, Field(min_length=16, max_length=256)]
 
 
 class TargetIn(Input):
@@ -46,6 +48,12 @@ class PolicyFields(Input):
     restores_needed: list[RestoreCapability] = Field(
         default_factory=list, description="Restores that must be possible; checked per target"
     )
+    notify_on: list[NotifyOn] = Field(default_factory=lambda: ["failure", "rpo_breach"])
+    notify_webhook_url: AnyHttpUrl | None = None
+    notify_webhook_secret: WebhookSecret | None = Field(
+        default=None, description="Write-only; signs webhook bodies (X-Bulwark-Signature)"
+    )
+    notify_emails: list[EmailStr] = Field(default_factory=list, max_length=20)
 
     @field_validator("schedule_cron")
     @classmethod
@@ -86,6 +94,10 @@ class PolicyUpdate(Input):
     keep_yearly: int | None = Field(default=None, ge=0, le=100)
     compliance_retention_days: int | None = Field(default=None, ge=1, le=36500)
     restores_needed: list[RestoreCapability] | None = None
+    notify_on: list[NotifyOn] | None = None
+    notify_webhook_url: AnyHttpUrl | None = None
+    notify_webhook_secret: WebhookSecret | None = Field(default=None, description="Write-only")
+    notify_emails: list[EmailStr] | None = Field(default=None, max_length=20)
     targets: list[TargetIn] | None = Field(default=None, max_length=1000)
 
     @field_validator("schedule_cron")
@@ -115,6 +127,10 @@ class PolicyOut(Output):
     keep_yearly: int
     compliance_retention_days: int | None
     restores_needed: list[RestoreCapability]
+    notify_on: list[str]
+    notify_webhook_url: str | None
+    has_webhook_secret: bool
+    notify_emails: list[str]
     targets: list[TargetOut]
     created_at: datetime
     updated_at: datetime

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db.base import Base, Timestamped
@@ -41,9 +41,20 @@ class Policy(Timestamped, Base):
     # Legal retention: nothing younger than this may be removed, whatever else says.
     compliance_retention_days: Mapped[int | None]
 
+    # Who hears of failures and RPO breaches: a webhook (JSON signed with HMAC-SHA256 under a
+    # secret sealed like connection passwords) and e-mail addresses (through BULWARK_SMTP_*).
+    notify_on: Mapped[list[str]] = mapped_column(JSON, default=lambda: ["failure", "rpo_breach"])
+    notify_webhook_url: Mapped[str | None] = mapped_column(String(512))
+    notify_webhook_secret_ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary)
+    notify_emails: Mapped[list[str]] = mapped_column(JSON, default=list)
+
     targets: Mapped[list[PolicyTarget]] = relationship(
         back_populates="policy", cascade="all, delete-orphan", lazy="selectin"
     )
+
+    @property
+    def has_webhook_secret(self) -> bool:
+        return self.notify_webhook_secret_ciphertext is not None
 
 
 class PolicyTarget(Base):

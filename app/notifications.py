@@ -1,0 +1,226 @@
+"""Notifications of failed jobs and RPO breaches: signed webhooks and e-mail.
+
+They are sent from the scheduler's tick by sweeping the database (an outbox read from the
+facts): a failed job or a breach is noticed even if the process that saw it died, and each is
+sent once, recorded in the audit log (at least once: a crash between sending and recording
+sends it again).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import smtplib
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from email.message import EmailMessage
+from typing import Any
+
+import httpx
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.audit import SYSTEM, record
+from app.config import Settings
+from app.db.models import AuditEvent, ExchangeServer, Job, Policy, RestorePoint
+from app.domain.jobs import JobState
+from app.domain.protection import RestorePointStatus
+from app.security.secrets import SecretBox
+
+log = logging.getLogger(__name__)
+SIGNATURE_HEADER = "X-Bulwark-Signature"
+LOOKBACK = timedelta(days=1)
+
+
+@dataclass
+class Notice:
+    event: str  # job.failed | rpo.breach
+    key: str  # what makes it the same notice twice (recorded in the audit log)
+    subject: str
+    text: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+def sign(secret: str, body: bytes) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+class Notifier:
+    def __init__(self, settings: Settings, secrets: SecretBox, *, timeout: float = 10.0):
+        self.settings = settings
+        self.secrets = secrets
+        self.timeout = timeout
+
+    # -- delivery ---------------------------------------------------------------------------
+    def deliver(self, policy: Policy, notice: Notice) -> list[str]:
+        """Send to the policy's channels; returns the channels that accepted it."""
+        sent = []
+        if policy.notify_webhook_url and self._webhook(policy, notice):
+            sent.append("webhook")
+        if policy.notify_emails and self._email(policy, notice):
+            sent.append("email")
+        return sent
+
+    def _webhook(self, policy: Policy, notice: Notice) -> bool:
+        body = json.dumps(
+            {"event": notice.event, "subject": notice.subject, "text": notice.text, **notice.data},
+            sort_keys=True,
+        ).encode()
+        headers = {"Content-Type": "application/json", "X-Bulwark-Event": notice.event}
+        if policy.notify_webhook_secret_ciphertext:
+            secret = self.secrets.open(policy.notify_webhook_secret_ciphertext, "webhook")
+            headers[SIGNATURE_HEADER] = sign(secret, body)
+        try:
+            response = httpx.post(
+                policy.notify_webhook_url, content=body, headers=headers, timeout=self.timeout
+            )
+            response.raise_for_status()
+            return True
+        except httpx.HTTPError as exc:
+            log.warning("policy %s: webhook failed: %s", policy.name, type(exc).__name__)
+            return False
+
+    def _email(self, policy: Policy, notice: Notice) -> bool:
+        s = self.settings
+        if not s.smtp_host:
+            log.warning("policy %s: e-mail wanted but BULWARK_SMTP_HOST is not set", policy.name)
+            return False
+        message = EmailMessage()
+        message["From"] = s.smtp_from
+        message["To"] = ", ".join(policy.notify_emails)
+        message["Subject"] = f"[Bulwark] {notice.subject}"
+        message.set_content(notice.text)
+        try:
+            with smtplib.SMTP(s.smtp_host, s.smtp_port, timeout=self.timeout) as smtp:
+                if s.smtp_starttls:
+                    smtp.starttls()
+                if s.smtp_username and s.smtp_password:
+                    smtp.login(s.smtp_username, s.smtp_password.get_secret_value())
+                smtp.send_message(message)
+            return True
+        except (OSError, smtplib.SMTPException) as exc:
+            log.warning("policy %s: e-mail failed: %s", policy.name, type(exc).__name__)
+            return False
+
+    # -- what to send -----------------------------------------------------------------------
+    def sweep(self, session: Session, now: datetime) -> int:
+        """Send what is owed; returns how many notices went out."""
+        owed = self._failed_jobs(session, now) + self._rpo_breaches(session, now)
+        sent_keys = set(
+            session.scalars(
+                select(AuditEvent.object_id).where(
+                    AuditEvent.action == "notification.sent",
+                    AuditEvent.object_id.in_([n.key for _, n in owed]),
+                )
+            )
+        )
+        count = 0
+        for policy, notice in owed:
+            if notice.key in sent_keys:
+                continue
+            channels = self.deliver(policy, notice)
+            if channels:
+                record(
+                    session,
+                    SYSTEM,
+                    "notification.sent",
+                    "notification",
+                    notice.key,
+                    event=notice.event,
+                    policy=policy.name,
+                    channels=channels,
+                )
+                sent_keys.add(notice.key)
+                count += 1
+        return count
+
+    def _failed_jobs(self, session: Session, now: datetime) -> list[tuple[Policy, Notice]]:
+        rows = session.execute(
+            select(Job, Policy)
+            .join(Policy, Job.policy_id == Policy.id)
+            .where(Job.state == JobState.FAILED, Job.finished_at >= now - LOOKBACK)
+        ).all()
+        out = []
+        for job, policy in rows:
+            if "failure" not in policy.notify_on:
+                continue
+            text = (
+                f"{job.kind} job {job.id} of policy '{policy.name}' failed after "
+                f"{job.attempts} attempt(s): {job.error or 'no error recorded'}"
+            )
+            out.append(
+                (
+                    policy,
+                    Notice(
+                        "job.failed",
+                        f"job-failed:{job.id}",
+                        f"{job.kind} job {job.id} failed",
+                        text,
+                        {"job_id": job.id, "policy": policy.name, "error": job.error},
+                    ),
+                )
+            )
+        return out
+
+    def _rpo_breaches(self, session: Session, now: datetime) -> list[tuple[Policy, Notice]]:
+        policies = session.scalars(
+            select(Policy).where(Policy.enabled.is_(True), Policy.rpo_minutes.is_not(None))
+        ).all()
+        policies = [p for p in policies if "rpo_breach" in p.notify_on and p.targets]
+        if not policies:
+            return []
+        newest = {
+            (policy_id, server_id, database_id): captured
+            for policy_id, server_id, database_id, captured in session.execute(
+                select(
+                    RestorePoint.policy_id,
+                    RestorePoint.server_id,
+                    RestorePoint.database_id,
+                    func.max(RestorePoint.captured_at),
+                )
+                .where(
+                    RestorePoint.policy_id.in_([p.id for p in policies]),
+                    RestorePoint.status == RestorePointStatus.AVAILABLE,
+                )
+                .group_by(RestorePoint.policy_id, RestorePoint.server_id, RestorePoint.database_id)
+            )
+        }
+        names = dict(session.execute(select(ExchangeServer.id, ExchangeServer.name)).all())
+        out = []
+        for policy in policies:
+            for t in policy.targets:
+                since = newest.get((policy.id, t.server_id, t.database_id))
+                reference = since or policy.created_at
+                if now - reference <= timedelta(minutes=policy.rpo_minutes):
+                    continue
+                age_min = int((now - reference).total_seconds() // 60)
+                label = names.get(t.server_id, f"server {t.server_id}")
+                key = f"rpo:{policy.id}:{t.server_id}:{t.database_id}:{reference.isoformat()}"
+                text = (
+                    f"{label}: the newest restore point of policy '{policy.name}' is "
+                    f"{age_min} min old (RPO {policy.rpo_minutes} min)"
+                    if since
+                    else f"{label}: policy '{policy.name}' has no restore point after "
+                    f"{age_min} min (RPO {policy.rpo_minutes} min)"
+                )
+                out.append(
+                    (
+                        policy,
+                        Notice(
+                            "rpo.breach",
+                            key[:64],
+                            f"RPO breached for {label}",
+                            text,
+                            {
+                                "policy": policy.name,
+                                "server": label,
+                                "database_id": t.database_id,
+                                "age_minutes": age_min,
+                                "rpo_minutes": policy.rpo_minutes,
+                            },
+                        ),
+                    )
+                )
+        return out
