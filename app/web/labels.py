@@ -6,6 +6,7 @@ from app.domain.connections import ConnectionKind, ConnectionStatus
 from app.domain.jobs import JobKind, JobState
 from app.domain.protection import (
     Consistency,
+    CopyLocation,
     DatabaseLayout,
     ProtectionMethod,
     RestoreCapability,
@@ -67,6 +68,41 @@ RESTORES = {
     RestoreCapability.WHOLE_VM: "Whole VM",
 }
 
+COPY_LOCATIONS = {
+    CopyLocation.VM_SNAPSHOT: "VM snapshot (primary storage)",
+    CopyLocation.ARRAY_SNAPSHOT: "Array snapshot (primary storage)",
+    CopyLocation.REPOSITORY: "Repository (off-host)",
+}
+
+# A disk's backing as vSphere reports it, and the short badge the inventory shows.
+BACKINGS = {
+    "flat": "VMDK",
+    "rdm-physical": "Physical RDM",
+    "rdm-virtual": "Virtual RDM",
+}
+
+POWER_STATES = {
+    "poweredOn": "Powered on",
+    "poweredOff": "Powered off",
+    "suspended": "Suspended",
+}
+
+HOLD_SCOPES = {
+    "server": "Every restore point of a server",
+    "restore_point": "One restore point",
+    "mailbox": "A mailbox",
+    "search": "Messages matching a search",
+}
+
+# The recovery point objective, measured: how old the newest restore point is against it.
+RPO_STATES = {
+    "ok": "Within objective",
+    "warning": "Near the objective",
+    "breached": "Objective breached",
+    "pending": "No restore point yet",
+    "unprotected": "Unprotected",
+}
+
 VERIFICATIONS = {
     Verification.VERIFIED: "Verified",
     Verification.UNVERIFIED: "Not verified",
@@ -90,6 +126,10 @@ TONES: dict[str, str] = {
     RestorePointStatus.AVAILABLE: "ok",
     RestorePointStatus.EXPIRED: "muted",
     "success": "ok",
+    "warning": "warn",
+    "breached": "bad",
+    "pending": "muted",
+    "unprotected": "warn",
     "failure": "bad",
     "refused": "warn",
     "throttled": "warn",
@@ -104,6 +144,7 @@ ALL: dict[str, str] = {
     **JOB_STATES,
     **VERIFICATIONS,
     **RESTORES,
+    **COPY_LOCATIONS,
     ConnectionStatus.OK: "OK",
     ConnectionStatus.FAILED: "Failed",
     ConnectionStatus.UNTESTED: "Untested",
@@ -122,3 +163,8 @@ def label(value: object) -> str:
 
 def tone(value: object) -> str:
     return TONES.get(str(value), "muted")
+
+
+def backing(value: object) -> str:
+    text = str(value)
+    return BACKINGS.get(text, text)

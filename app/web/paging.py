@@ -66,3 +66,13 @@ def enum_or_none(enum_cls, value: str | None):
         return enum_cls(value)
     except ValueError:
         return None
+
+
+def int_or_none(value: str | None) -> int | None:
+    """A numeric filter value from the query string, or None when it is empty or not a number."""
+    if not value:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return None

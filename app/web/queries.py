@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from croniter import croniter
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -15,15 +17,24 @@ from app.db.models import (
     ExchangeServer,
     Job,
     Policy,
+    PolicyTarget,
     Proxy,
     RestorePoint,
 )
 from app.db.types import utcnow
 from app.domain.connections import ConnectionStatus
 from app.domain.jobs import JobState
-from app.domain.protection import DatabaseLayout, RestorePointStatus, Verification
+from app.domain.protection import (
+    CopyLocation,
+    DatabaseLayout,
+    RestorePointStatus,
+    Verification,
+)
 
 PROXY_FRESH_S = 120
+# The newest restore point is "near the objective" from this fraction of the RPO on.
+RPO_WARNING_FRACTION = 0.8
+RPO_ORDER = ("breached", "warning", "pending", "ok")
 
 
 def _grouped(session: Session, column, *where) -> dict[Any, int]:
@@ -61,7 +72,9 @@ def overview_counts(session: Session) -> dict[str, Any]:
     }
 
 
-def recent_jobs(session: Session, limit: int = 10, **filters: Any) -> list[Any]:
+def recent_jobs(
+    session: Session, limit: int = 10, since: datetime | None = None, **filters: Any
+) -> list[Any]:
     """Jobs newest first with their policy's and server's names, in one query."""
     query = (
         select(Job, Policy.name.label("policy_name"), ExchangeServer.name.label("server_name"))
@@ -70,6 +83,8 @@ def recent_jobs(session: Session, limit: int = 10, **filters: Any) -> list[Any]:
         .order_by(Job.created_at.desc(), Job.id.desc())
         .limit(limit)
     )
+    if since is not None:
+        query = query.where(Job.created_at >= since)
     for name, value in filters.items():
         if value is not None:
             query = query.where(getattr(Job, name) == value)
@@ -94,3 +109,145 @@ def names(session: Session, model, ids: Iterable[int | None]) -> dict[int, str]:
     if not wanted:
         return {}
     return dict(session.execute(select(model.id, model.name).where(model.id.in_(wanted))).all())
+
+
+def child_jobs(session: Session, job: Job) -> list[Any]:
+    """The per-target jobs a policy-wide backup job queued (they name it as their creator)."""
+    return list(
+        session.execute(
+            select(Job, ExchangeServer.name.label("server_name"))
+            .outerjoin(ExchangeServer, ExchangeServer.id == Job.server_id)
+            .where(Job.created_by == f"job {job.id}")
+            .order_by(Job.id)
+            .limit(200)
+        ).all()
+    )
+
+
+def revertible(point: RestorePoint) -> bool:
+    """A VM can be reverted to the restore point: it is available and its VM snapshot is live."""
+    return point.status == RestorePointStatus.AVAILABLE and any(
+        c.location == CopyLocation.VM_SNAPSHOT and c.removed_at is None for c in point.copies
+    )
+
+
+# -- recovery point objective, measured -------------------------------------------------------
+
+
+def schedule_interval_s(expr: str | None, now: datetime) -> float | None:
+    """The longest gap between runs of a cron schedule over its next runs: the recovery point
+    objective a cron policy implies (a daily run cannot promise better than a day)."""
+    if not expr or not croniter.is_valid(expr):
+        return None
+    it = croniter(expr, now)
+    times = [it.get_next(datetime) for _ in range(9)]
+    return max((b - a).total_seconds() for a, b in zip(times, times[1:], strict=False))
+
+
+def rpo_status(age_s: float | None, objective_s: float | None) -> str:
+    if objective_s is None or age_s is None:
+        return "pending"
+    if age_s > objective_s:
+        return "breached"
+    if age_s >= objective_s * RPO_WARNING_FRACTION:
+        return "warning"
+    return "ok"
+
+
+@dataclass
+class PolicyRpo:
+    policy_id: int
+    name: str
+    enabled: bool
+    objective_s: float | None
+    from_schedule: bool  # the objective follows from a cron schedule, not a stated RPO
+    newest: datetime | None
+    age_s: float | None
+    status: str
+
+
+@dataclass
+class ServerRpo:
+    server_id: int
+    name: str
+    newest: datetime | None
+    age_s: float | None
+    status: str
+    policies: list[PolicyRpo] = field(default_factory=list)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def rpo_by_server(session: Session, limit: int = 100) -> tuple[list[ServerRpo], int]:
+    """Per server, the age of its newest available restore point against each enabled policy's
+    objective; worst first. Three queries, whatever the number of servers and points."""
+    now = _aware(utcnow())
+    servers = session.execute(select(ExchangeServer.id, ExchangeServer.name)).all()
+    covering = session.execute(
+        select(
+            PolicyTarget.server_id,
+            Policy.id,
+            Policy.name,
+            Policy.enabled,
+            Policy.rpo_minutes,
+            Policy.schedule_cron,
+            Policy.created_at,
+        )
+        .join(Policy, Policy.id == PolicyTarget.policy_id)
+        .distinct()
+    ).all()
+    newest: dict[tuple[int, int | None], datetime] = {}
+    latest_of: dict[int, datetime] = {}
+    for server_id, policy_id, at in session.execute(
+        select(RestorePoint.server_id, RestorePoint.policy_id, func.max(RestorePoint.captured_at))
+        .where(
+            RestorePoint.status == RestorePointStatus.AVAILABLE,
+            RestorePoint.server_id.is_not(None),
+        )
+        .group_by(RestorePoint.server_id, RestorePoint.policy_id)
+    ).all():
+        newest[(server_id, policy_id)] = _aware(at)
+        if server_id not in latest_of or latest_of[server_id] < newest[(server_id, policy_id)]:
+            latest_of[server_id] = newest[(server_id, policy_id)]
+    intervals: dict[str, float | None] = {}
+    by_server: dict[int, list[PolicyRpo]] = {}
+    for server_id, pid, pname, enabled, rpo_minutes, cron, created in covering:
+        if rpo_minutes is not None:
+            objective, from_schedule = float(rpo_minutes) * 60, False
+        else:
+            if cron not in intervals:
+                intervals[cron] = schedule_interval_s(cron, now)
+            objective, from_schedule = intervals[cron], True
+        point = newest.get((server_id, pid))
+        age = (now - point).total_seconds() if point else None
+        status = rpo_status(age, objective)
+        if point is None and objective is not None and created is not None:
+            # Nothing yet: breached once the policy has existed longer than its objective.
+            waited = (now - _aware(created)).total_seconds()
+            status = "breached" if waited > objective else "pending"
+        by_server.setdefault(server_id, []).append(
+            PolicyRpo(pid, pname, bool(enabled), objective, from_schedule, point, age, status)
+        )
+    rows = []
+    for server_id, name in servers:
+        policies = sorted(by_server.get(server_id, []), key=lambda p: p.name)
+        latest = latest_of.get(server_id)
+        live = [p for p in policies if p.enabled]
+        status = min((p.status for p in live), key=RPO_ORDER.index) if live else "unprotected"
+        rows.append(
+            ServerRpo(
+                server_id,
+                name,
+                latest,
+                (now - latest).total_seconds() if latest else None,
+                status,
+                policies,
+            )
+        )
+    order = ("breached", "unprotected", "warning", "pending", "ok")
+    rows.sort(key=lambda r: (order.index(r.status), r.name))
+    return rows[:limit], len(rows)

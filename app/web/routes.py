@@ -7,10 +7,30 @@ from starlette.convertors import Convertor, register_url_convertor
 from starlette.responses import Response
 
 from app.web.errors import WebRoute, error_page
-from app.web.pages import auth, catalog, connections, overview, policies
+from app.web.pages import (
+    auth,
+    catalog,
+    connections,
+    holds,
+    inventory,
+    overview,
+    policies,
+    restore_points,
+    servers,
+)
 
 router = APIRouter(include_in_schema=False, route_class=WebRoute)
-for module in (auth, overview, connections, policies, catalog):
+for module in (
+    auth,
+    overview,
+    connections,
+    inventory,
+    servers,
+    policies,
+    catalog,
+    restore_points,
+    holds,
+):
     router.include_router(module.router)
 
 

@@ -16,6 +16,7 @@ from app.api.deps import csrf_token
 from app.db.models import User
 from app.security.roles import Permission, role_allows
 from app.strategies import DECLARATIONS
+from app.strategies.vm_snapshot import QUIESCE_BUDGET_S, QUIESCE_WARNING_S
 from app.web import labels
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -85,6 +86,22 @@ def fmt_bytes(value: int | None) -> str:
     return f"{value} B"  # pragma: no cover
 
 
+def fmt_age(seconds: float | None) -> str:
+    """A length of time for RPO figures: '45 min', '3 h 10 min', '2 d 4 h'."""
+    if seconds is None:
+        return "—"
+    minutes = max(0, int(seconds // 60))
+    if minutes == 0:
+        return "under 1 min"
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours} h {minutes:02d} min" if minutes else f"{hours} h"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h" if hours else f"{days} d"
+
+
 def iso(value: datetime | None) -> str:
     return "" if value is None else _as_utc(value).isoformat()
 
@@ -105,6 +122,8 @@ def _environment() -> jinja2.Environment:
         iso=iso,
         label=labels.label,
         tone=labels.tone,
+        backing=labels.backing,
+        age=fmt_age,
     )
     env.globals.update(
         duration=fmt_duration,
@@ -112,6 +131,8 @@ def _environment() -> jinja2.Environment:
         declarations=DECLARATIONS,
         Permission=Permission,
         version=__version__,
+        QUIESCE_WARNING_S=QUIESCE_WARNING_S,
+        QUIESCE_BUDGET_S=QUIESCE_BUDGET_S,
     )
     return env
 

@@ -15,6 +15,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,9 +63,11 @@ def screenshots(output_dir: Path) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory, postgres, screenshots) -> Iterator[Server]:
-    tmp = tmp_path_factory.mktemp("e2e-server")
+@contextmanager
+def running_server(
+    tmp: Path, postgres, log: Path, factory: str = "app.main:create_app"
+) -> Iterator[Server]:
+    """Start uvicorn with an app factory on a free port against a fresh database."""
     database_url = postgres.new() if postgres is not None else f"sqlite:///{tmp / 'bulwark.db'}"
     port = _free_port()
     env = {
@@ -75,7 +78,6 @@ def server(tmp_path_factory, postgres, screenshots) -> Iterator[Server]:
         "BULWARK_DATABASE_URL": database_url,
         "BULWARK_LOG_LEVEL": "INFO",
     }
-    log = screenshots / "server.log"
     with log.open("w") as out:
         proc = subprocess.Popen(
             [
@@ -83,7 +85,7 @@ def server(tmp_path_factory, postgres, screenshots) -> Iterator[Server]:
                 "-m",
                 "uvicorn",
                 "--factory",
-                "app.main:create_app",
+                factory,
                 "--host",
                 "127.0.0.1",
                 "--port",
@@ -113,10 +115,29 @@ def server(tmp_path_factory, postgres, screenshots) -> Iterator[Server]:
     finally:
         proc.terminate()
         try:
-            proc.wait(timeout=15)
+            proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory, postgres, screenshots) -> Iterator[Server]:
+    tmp = tmp_path_factory.mktemp("e2e-server")
+    with running_server(tmp, postgres, screenshots / "server.log") as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def jobs_server(tmp_path_factory, postgres, screenshots) -> Iterator[Server]:
+    """A second service, as ``bulwark serve`` runs it: API, dashboard, scheduler and one
+    in-process worker (capability ``vcenter``), on its own empty database — for the flows
+    against the vSphere lab, where jobs must really run."""
+    tmp = tmp_path_factory.mktemp("e2e-jobs-server")
+    with running_server(
+        tmp, postgres, screenshots / "jobs-server.log", "tests.e2e.jobs_app:create_app"
+    ) as running:
+        yield running
 
 
 @pytest.fixture(scope="session")
@@ -142,15 +163,30 @@ def browser(chromium_path):
         browser.close()
 
 
-@pytest.fixture
-def page(browser, server):
+@contextmanager
+def browser_page(browser, base_url: str):
     context = browser.new_context(
-        base_url=server.url, viewport={"width": 1360, "height": 900}, color_scheme="light"
+        base_url=base_url, viewport={"width": 1360, "height": 900}, color_scheme="light"
     )
     context.set_default_timeout(10_000)
-    page = context.new_page()
-    yield page
-    context.close()
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    with browser_page(browser, server.url) as page:
+        yield page
+
+
+@pytest.fixture
+def jobs_page(browser, jobs_server):
+    """Signed in as admin on the service that runs jobs."""
+    with browser_page(browser, jobs_server.url) as page:
+        sign_in(page)
+        yield page
 
 
 def sign_in(page, username: str = "admin", password: str = ADMIN_PASSWORD) -> None:

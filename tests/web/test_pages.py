@@ -281,25 +281,3 @@ def test_back_up_now_and_cancel(app, admin_client, client_as):
     )
     with app.state.runtime.db.session() as session:
         assert len(session.scalars(select(Job.id).where(Job.kind == JobKind.BACKUP)).all()) == 2
-
-
-def test_sync_inventory_now(app, admin_client):
-    add_estate(app)
-    with app.state.runtime.db.session() as session:
-        vc = session.scalar(select(Connection).where(Connection.name == "vc-prod"))
-        repo = Connection(name="repo", kind=ConnectionKind.REPOSITORY)
-        session.add(repo)
-        session.flush()
-        vc_id, repo_id = vc.id, repo.id
-    assert "Sync inventory now" in admin_client.get(f"/connections/{vc_id}").text
-    assert "Sync inventory now" not in admin_client.get(f"/connections/{repo_id}").text
-    token = form_token(admin_client, f"/connections/{vc_id}")
-    response = admin_client.post(
-        f"/connections/{vc_id}/sync", data={"csrf_token": token}, follow_redirects=False
-    )
-    assert response.status_code == 303 and response.headers["location"].startswith("/jobs/")
-    with app.state.runtime.db.session() as session:
-        job = session.get(Job, int(response.headers["location"].rsplit("/", 1)[1]))
-        assert job.kind == JobKind.SYNC and job.params["connection_id"] == vc_id
-    refused = admin_client.post(f"/connections/{repo_id}/sync", data={"csrf_token": token})
-    assert "needs the connection_id of a vCenter" in refused.text

@@ -1,108 +1,32 @@
-"""Read-only pages: Exchange servers, jobs, restore points and the audit log."""
+"""Jobs (with live progress) and the audit log."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from sqlalchemy import func, select
-from sqlalchemy.orm import selectinload
+from sqlalchemy import select
 from starlette.responses import RedirectResponse, Response
 
 from app.api.routes.jobs import SORTABLE as JOB_SORTABLE
 from app.api.routes.jobs import cancel_job, get_job
-from app.api.routes.restore_points import SORTABLE as POINT_SORTABLE
-from app.api.routes.servers import SORTABLE as SERVER_SORTABLE
-from app.api.routes.servers import get_server, server_advice
 from app.db.models import (
     AuditEvent,
-    Connection,
     ExchangeDatabase,
     ExchangeServer,
     Job,
     Policy,
-    PolicyTarget,
     RestorePoint,
 )
 from app.domain.jobs import JobKind, JobState
-from app.domain.protection import Verification
-from app.protection.holds import holds_by_point
 from app.security.roles import Permission
 from app.web.context import Form, signed_in
 from app.web.errors import WebRoute, is_htmx
 from app.web.paging import enum_or_none, page_of
-from app.web.queries import names
+from app.web.queries import child_jobs, names
 from app.web.templating import flash, render
 
 router = APIRouter(route_class=WebRoute)
 
 AUDIT_SORTABLE = {"at": AuditEvent.at}
-
-
-@router.get("/servers")
-def server_list(request: Request, page: int = 1) -> Response:
-    with signed_in(request) as ctx:
-        items, pager = page_of(
-            ctx.session,
-            select(ExchangeServer).options(selectinload(ExchangeServer.databases)),
-            page=page,
-            sortable=SERVER_SORTABLE,
-            default_sort="name",
-            params={},
-        )
-        ids = [s.id for s in items]
-        covered = dict(
-            ctx.session.execute(
-                select(PolicyTarget.server_id, func.count(func.distinct(PolicyTarget.policy_id)))
-                .where(PolicyTarget.server_id.in_(ids))
-                .group_by(PolicyTarget.server_id)
-            ).all()
-        )
-        return render(
-            request,
-            "catalog/servers.html",
-            {
-                "section": "servers",
-                "items": items,
-                "pager": pager,
-                "vcenters": names(ctx.session, Connection, (s.connection_id for s in items)),
-                "covered": covered,
-            },
-            user=ctx.user,
-        )
-
-
-@router.get("/servers/{server_id}")
-def server_detail(request: Request, server_id: int) -> Response:
-    with signed_in(request) as ctx:
-        server = get_server(ctx.session, server_id)
-        # The API's advisor: which methods fit each database's layout, and why the others not.
-        advice = server_advice(server.id, ctx.session, ctx.principal)
-        policies = ctx.session.scalars(
-            select(Policy)
-            .where(Policy.targets.any(PolicyTarget.server_id == server.id))
-            .order_by(Policy.name)
-        ).all()
-        points = ctx.session.scalars(
-            select(RestorePoint)
-            .where(RestorePoint.server_id == server.id)
-            .order_by(RestorePoint.captured_at.desc(), RestorePoint.id.desc())
-            .limit(10)
-        ).all()
-        return render(
-            request,
-            "catalog/server.html",
-            {
-                "section": "servers",
-                "server": server,
-                "vcenter": ctx.session.get(Connection, server.connection_id)
-                if server.connection_id
-                else None,
-                "advice": advice,
-                "policies": policies,
-                "points": points,
-                "databases": {d.id: d.name for d in server.databases},
-            },
-            user=ctx.user,
-        )
 
 
 def _job_rows(session, items: list[Job]):
@@ -155,6 +79,12 @@ def job_detail(request: Request, job_id: int) -> Response:
         policy = ctx.session.get(Policy, job.policy_id) if job.policy_id else None
         server = ctx.session.get(ExchangeServer, job.server_id) if job.server_id else None
         database = ctx.session.get(ExchangeDatabase, job.database_id) if job.database_id else None
+        point_id = (job.params or {}).get("restore_point_id")
+        children = child_jobs(ctx.session, job) if job.kind == JobKind.BACKUP else []
+        made = ctx.session.scalars(
+            select(RestorePoint.id).where(RestorePoint.job_id == job.id)
+        ).all()
+        live = not job.state.finished or any(not c.state.finished for c, _ in children)
         context = {
             "section": "jobs",
             "job": job,
@@ -162,10 +92,16 @@ def job_detail(request: Request, job_id: int) -> Response:
             "server": server,
             "database": database,
             "events": job.events[-200:],
+            "children": children,
+            "restore_point": ctx.session.get(RestorePoint, point_id)
+            if isinstance(point_id, int)
+            else None,
+            "made_points": made,
+            "live": live,
         }
         if is_htmx(request):
             # htmx stops polling on 286, so a finished job's page stops asking.
-            status = 286 if job.state.finished else 200
+            status = 200 if live else 286
             return render(
                 request, "partials/job_live.html", context, user=ctx.user, status_code=status
             )
@@ -184,41 +120,6 @@ def job_cancel(request: Request, job_id: int, form: Form) -> Response:
             "info",
         )
         return RedirectResponse(f"/jobs/{job_id}", status_code=303)
-
-
-@router.get("/restore-points")
-def restore_point_list(
-    request: Request, verification: str | None = None, page: int = 1
-) -> Response:
-    with signed_in(request) as ctx:
-        chosen = enum_or_none(Verification, verification)
-        query = select(RestorePoint)
-        if chosen is not None:
-            query = query.where(RestorePoint.verification == chosen)
-        items, pager = page_of(
-            ctx.session,
-            query,
-            page=page,
-            sortable=POINT_SORTABLE,
-            default_sort="-captured_at",
-            params={"verification": chosen and chosen.value},
-        )
-        return render(
-            request,
-            "catalog/restore_points.html",
-            {
-                "section": "restore_points",
-                "items": items,
-                "pager": pager,
-                "verification": chosen,
-                "verifications": list(Verification),
-                "holds": holds_by_point(ctx.session, items) if items else {},
-                "servers": names(ctx.session, ExchangeServer, (p.server_id for p in items)),
-                "databases": names(ctx.session, ExchangeDatabase, (p.database_id for p in items)),
-                "policies": names(ctx.session, Policy, (p.policy_id for p in items)),
-            },
-            user=ctx.user,
-        )
 
 
 @router.get("/audit")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -16,16 +17,15 @@ from app.api.routes.connections import (
     create_connection,
     delete_connection,
     get_connection,
+    sync_connection,
+    test_connection,
     update_connection,
 )
 from app.api.schemas.common import normalise_thumbprint
 from app.api.schemas.connections import ConnectionCreate, ConnectionUpdate
-from app.api.schemas.jobs import JobCreate
 from app.db.models import Connection, ExchangeServer, Policy, VirtualMachine
-from app.domain.connections import ConnectionKind
-from app.domain.jobs import JobKind
+from app.domain.connections import ConnectionKind, ConnectionStatus
 from app.security.roles import Permission
-from app.web.actions import start_job
 from app.web.context import Ctx, Form, signed_in
 from app.web.errors import WebRoute
 from app.web.forms import (
@@ -52,9 +52,24 @@ DEFAULT_PORTS = {
 }
 
 
-def _password(form: FormData) -> str | None:
-    value = form.get("password")
+# The last test's outcome, shown once on the connection's page (after the redirect).
+TEST_RESULT = "connection_test"
+# The certificate a connection presented when its test failed on trust, per connection id:
+# the only thumbprint the "Trust this certificate" form will accept.
+TRUST_OFFERS = "trust_offers"
+MAX_MESSAGE = 500
+
+
+def _password(form: FormData, name: str = "password") -> str | None:
+    value = form.get(name)
     return value if isinstance(value, str) and value != "" else None
+
+
+def _secrets(form: FormData, data: dict[str, Any]) -> None:
+    """Write-only fields: sent on only when something was typed."""
+    for name in ("password", "guest_password"):
+        if (value := _password(form, name)) is not None:
+            data[name] = value
 
 
 def _fields(form: FormData, state: FormState) -> dict[str, Any]:
@@ -64,6 +79,7 @@ def _fields(form: FormData, state: FormState) -> dict[str, Any]:
         "host": text(form, "host"),
         "port": optional(form, "port"),
         "username": text(form, "username"),
+        "guest_username": text(form, "guest_username"),
         "verify_tls": checkbox(form, "verify_tls"),
         "trusted_thumbprint": optional(form, "trusted_thumbprint"),
         "options": parse_options(text(form, "options"), state),
@@ -78,6 +94,7 @@ def _values(conn: Connection) -> dict[str, Any]:
         "host": conn.host,
         "port": "" if conn.port is None else str(conn.port),
         "username": conn.username,
+        "guest_username": conn.guest_username,
         "verify_tls": "on" if conn.verify_tls else "",
         "trusted_thumbprint": conn.trusted_thumbprint or "",
         "options": format_options(conn.options),
@@ -155,8 +172,7 @@ def connection_create(request: Request, form: Form) -> Response:
     with signed_in(request, MANAGE, form=form, check_form=True) as ctx:
         state = FormState(values=values_of(form))
         data = {**_fields(form, state), "kind": text(form, "kind")}
-        if (password := _password(form)) is not None:
-            data["password"] = password
+        _secrets(form, data)
         try:
             body = ConnectionCreate.model_validate(data)
         except ValidationError as exc:
@@ -190,11 +206,13 @@ def connection_detail(request: Request, connection_id: int) -> Response:
             .where(ExchangeServer.connection_id == conn.id)
             .order_by(ExchangeServer.name)
         ).all()
-        vms, synced = ctx.session.execute(
-            select(func.count(VirtualMachine.id), func.max(VirtualMachine.synced_at)).where(
-                VirtualMachine.connection_id == conn.id
-            )
-        ).one()
+        vms, synced = _inventory_size(ctx, conn.id)
+        result = request.session.get(TEST_RESULT)
+        if result and result.get("id") == conn.id:
+            request.session.pop(TEST_RESULT)
+        else:
+            result = None
+        offer = _trust_offer(request, conn)
         return render(
             request,
             "connections/detail.html",
@@ -206,9 +224,110 @@ def connection_detail(request: Request, connection_id: int) -> Response:
                 "servers": servers,
                 "vm_count": vms,
                 "synced_at": synced,
+                "test": result,
+                "trust_offer": offer,
             },
             user=ctx.user,
         )
+
+
+def _inventory_size(ctx: Ctx, connection_id: int) -> tuple[int, Any]:
+    """How many VMs the last sync stored, and when it ran."""
+    vms, synced = ctx.session.execute(
+        select(func.count(VirtualMachine.id), func.max(VirtualMachine.synced_at)).where(
+            VirtualMachine.connection_id == connection_id
+        )
+    ).one()
+    return int(vms or 0), synced
+
+
+def _trust_offer(request: Request, conn: Connection) -> str | None:
+    """The thumbprint this connection presented at its last failed test, unless trusted."""
+    offer = request.session.get(TRUST_OFFERS, {}).get(str(conn.id))
+    if not offer or offer == conn.trusted_thumbprint or conn.status != ConnectionStatus.FAILED:
+        return None
+    return offer
+
+
+def _remember_test(request: Request, conn: Connection, result) -> None:
+    offers = dict(request.session.get(TRUST_OFFERS, {}))
+    if result.presented_thumbprint:
+        offers[str(conn.id)] = normalise_thumbprint(result.presented_thumbprint)
+    else:
+        offers.pop(str(conn.id), None)
+    # A handful of connections at most: the session cookie stays small.
+    request.session[TRUST_OFFERS] = dict(list(offers.items())[-5:])
+    request.session[TEST_RESULT] = {
+        "id": conn.id,
+        "ok": bool(result.ok),
+        "message": str(result.message)[:MAX_MESSAGE],
+        "about": result.about,
+        "presented_thumbprint": result.presented_thumbprint,
+    }
+
+
+@router.post("/connections/{connection_id}/test")
+def connection_test(request: Request, connection_id: int, form: Form) -> Response:
+    """Sign in to the vCenter and show what happened (the API's test, audited there)."""
+    with signed_in(request, MANAGE, form=form, check_form=True) as ctx:
+        conn = get_connection(ctx.session, connection_id)
+        try:
+            result = test_connection(conn.id, ctx.session, request, ctx.principal)
+        except Problem as exc:
+            ctx.session.rollback()
+            flash(request, exc.detail[:1].upper() + exc.detail[1:], "bad")
+            return RedirectResponse(f"/connections/{conn.id}", status_code=303)
+        _remember_test(request, conn, result)
+        return RedirectResponse(f"/connections/{conn.id}#test-result", status_code=303)
+
+
+def _trust_page(
+    ctx: Ctx, conn: Connection, offer: str | None, error: str | None = None, status_code=200
+) -> Response:
+    return render(
+        ctx.request,
+        "connections/trust.html",
+        {"section": "connections", "conn": conn, "offer": offer, "error": error},
+        user=ctx.user,
+        status_code=status_code,
+    )
+
+
+@router.get("/connections/{connection_id}/trust")
+def connection_trust_confirm(request: Request, connection_id: int) -> Response:
+    with signed_in(request, MANAGE) as ctx:
+        conn = get_connection(ctx.session, connection_id)
+        return _trust_page(ctx, conn, _trust_offer(request, conn))
+
+
+@router.post("/connections/{connection_id}/trust")
+def connection_trust(request: Request, connection_id: int, form: Form) -> Response:
+    """Trust exactly the certificate the last test was shown, then test again."""
+    with signed_in(request, MANAGE, form=form, check_form=True) as ctx:
+        conn = get_connection(ctx.session, connection_id)
+        offer = _trust_offer(request, conn)
+        submitted = normalise_thumbprint(text(form, "thumbprint") or None)
+        if offer is None or submitted != offer:
+            return _trust_page(
+                ctx,
+                conn,
+                offer,
+                "This is not the certificate the connection presented at its last test, so "
+                "nothing was trusted. Test the connection again and trust what it shows.",
+                status_code=409,
+            )
+        update_connection(
+            conn.id,
+            ConnectionUpdate(trusted_thumbprint=offer),
+            ctx.session,
+            request,
+            ctx.principal,
+        )
+        ctx.session.flush()
+        result = test_connection(conn.id, ctx.session, request, ctx.principal)
+        _remember_test(request, conn, result)
+        flash(request, f"Certificate {offer} is now trusted for '{conn.name}'.")
+        return RedirectResponse(f"/connections/{conn.id}#test-result", status_code=303)
 
 
 @router.get("/connections/{connection_id}/edit")
@@ -224,10 +343,13 @@ def _changes(conn: Connection, body: ConnectionUpdate) -> set[str]:
     for name in ("name", "host", "port", "username", "verify_tls", "options", "description"):
         if getattr(body, name) != getattr(conn, name):
             changed.add(name)
+    if body.guest_username is not None and body.guest_username != conn.guest_username:
+        changed.add("guest_username")
     if normalise_thumbprint(body.trusted_thumbprint) != conn.trusted_thumbprint:
         changed.add("trusted_thumbprint")
-    if body.password is not None:
-        changed.add("password")
+    for secret in ("password", "guest_password"):
+        if getattr(body, secret) is not None:
+            changed.add(secret)
     return changed
 
 
@@ -237,8 +359,9 @@ def connection_update(request: Request, connection_id: int, form: Form) -> Respo
         conn = get_connection(ctx.session, connection_id)
         state = FormState(values={**values_of(form), "kind": conn.kind.value})
         data = _fields(form, state)
-        if (password := _password(form)) is not None:
-            data["password"] = password
+        if conn.kind != ConnectionKind.VCENTER:
+            del data["guest_username"]
+        _secrets(form, data)
         try:
             full = ConnectionUpdate.model_validate(data)
         except ValidationError as exc:
@@ -264,16 +387,47 @@ def connection_update(request: Request, connection_id: int, form: Form) -> Respo
 
 @router.post("/connections/{connection_id}/sync")
 def connection_sync(request: Request, connection_id: int, form: Form) -> Response:
-    """Read the vCenter's inventory now (a sync job)."""
+    """Read the vCenter's inventory now, through the API's sync, and show what it found."""
     with signed_in(request, Permission.RUN_BACKUP, form=form, check_form=True) as ctx:
         conn = get_connection(ctx.session, connection_id)
-        body = JobCreate(kind=JobKind.SYNC, connection_id=conn.id)
+        started = time.monotonic()
+        summary, error, status = None, None, 200
         try:
-            return start_job(ctx, body, f"Inventory sync of '{conn.name}' queued.")
+            summary = sync_connection(conn.id, ctx.session, request, ctx.principal)
+            ctx.session.flush()
         except Problem as exc:
+            # The API already recorded the failure on the connection and in the audit log.
             ctx.session.rollback()
-            flash(request, exc.detail[:1].upper() + exc.detail[1:], "bad")
-            return RedirectResponse(f"/connections/{conn.id}", status_code=303)
+            error, status = exc.detail[:1].upper() + exc.detail[1:], exc.status
+            conn = get_connection(ctx.session, connection_id)
+        discovered = (
+            dict(
+                ctx.session.execute(
+                    select(ExchangeServer.name, ExchangeServer.id).where(
+                        ExchangeServer.name.in_(summary.servers_discovered)
+                    )
+                ).all()
+            )
+            if summary and summary.servers_discovered
+            else {}
+        )
+        vms, synced = _inventory_size(ctx, conn.id)
+        return render(
+            request,
+            "connections/synced.html",
+            {
+                "section": "connections",
+                "conn": conn,
+                "summary": summary,
+                "error": error,
+                "discovered": discovered,
+                "seconds": time.monotonic() - started,
+                "vm_count": vms,
+                "synced_at": synced,
+            },
+            user=ctx.user,
+            status_code=status,
+        )
 
 
 def _delete_page(ctx: Ctx, conn: Connection, error: str | None = None, status_code=200):

@@ -2,28 +2,41 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from app.db.types import utcnow
 from app.web.context import signed_in
 from app.web.errors import WebRoute
-from app.web.queries import overview_counts, proxies, recent_jobs
+from app.web.queries import overview_counts, proxies, recent_jobs, rpo_by_server
 from app.web.templating import render
 
 router = APIRouter(route_class=WebRoute)
+RECENT_JOBS = 25
+
+
+def _last_day(session):
+    """The jobs of the last 24 hours, newest first (the table shows the first 25)."""
+    return recent_jobs(session, RECENT_JOBS, since=utcnow() - timedelta(hours=24))
 
 
 @router.get("/")
 def overview(request: Request) -> Response:
     with signed_in(request) as ctx:
+        rpo, servers_total = rpo_by_server(ctx.session)
         return render(
             request,
             "overview.html",
             {
                 "section": "overview",
                 "counts": overview_counts(ctx.session),
-                "jobs": recent_jobs(ctx.session),
+                "jobs": _last_day(ctx.session),
+                "last_day": True,
                 "proxies": proxies(ctx.session),
+                "rpo": rpo,
+                "rpo_total": servers_total,
             },
             user=ctx.user,
         )
@@ -36,6 +49,6 @@ def recent_jobs_partial(request: Request) -> Response:
         return render(
             request,
             "partials/recent_jobs.html",
-            {"jobs": recent_jobs(ctx.session)},
+            {"jobs": _last_day(ctx.session), "last_day": True},
             user=ctx.user,
         )

@@ -1,0 +1,231 @@
+"""The restore-point catalog: list with filters, one restore point, and reverting to it."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from fastapi import APIRouter, Request
+from sqlalchemy import select
+from starlette.responses import RedirectResponse, Response
+
+from app.api.problems import Problem
+from app.api.routes.jobs import create_job
+from app.api.routes.restore_points import SORTABLE as POINT_SORTABLE
+from app.api.routes.restore_points import get_point
+from app.api.schemas.jobs import JobCreate
+from app.db.models import (
+    Connection,
+    ExchangeDatabase,
+    ExchangeServer,
+    Job,
+    LegalHold,
+    Policy,
+    RestorePoint,
+    RestorePointCopy,
+)
+from app.db.types import utcnow
+from app.domain.jobs import JobKind
+from app.domain.protection import Consistency, CopyLocation, RestorePointStatus, Verification
+from app.protection.holds import holds_by_point
+from app.security.roles import Permission
+from app.web.context import Ctx, Form, signed_in
+from app.web.errors import WebRoute
+from app.web.forms import text
+from app.web.paging import enum_or_none, int_or_none, page_of
+from app.web.queries import names, revertible
+from app.web.templating import flash, render
+
+router = APIRouter(route_class=WebRoute)
+PERIODS = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
+
+
+@router.get("/restore-points")
+def restore_point_list(
+    request: Request,
+    server: str | None = None,
+    policy: str | None = None,
+    consistency: str | None = None,
+    location: str | None = None,
+    verification: str | None = None,
+    period: str | None = None,
+    page: int = 1,
+) -> Response:
+    with signed_in(request) as ctx:
+        server_id, policy_id = int_or_none(server), int_or_none(policy)
+        chosen = {
+            "consistency": enum_or_none(Consistency, consistency),
+            "location": enum_or_none(CopyLocation, location),
+            "verification": enum_or_none(Verification, verification),
+        }
+        period = period if period in PERIODS else None
+        query = select(RestorePoint)
+        if server_id is not None:
+            query = query.where(RestorePoint.server_id == server_id)
+        if policy_id is not None:
+            query = query.where(RestorePoint.policy_id == policy_id)
+        if chosen["consistency"] is not None:
+            query = query.where(RestorePoint.consistency == chosen["consistency"])
+        if chosen["verification"] is not None:
+            query = query.where(RestorePoint.verification == chosen["verification"])
+        if chosen["location"] is not None:
+            query = query.where(
+                RestorePoint.copies.any(
+                    (RestorePointCopy.location == chosen["location"])
+                    & RestorePointCopy.removed_at.is_(None)
+                )
+            )
+        if period:
+            query = query.where(RestorePoint.captured_at >= utcnow() - PERIODS[period])
+        items, pager = page_of(
+            ctx.session,
+            query,
+            page=page,
+            sortable=POINT_SORTABLE,
+            default_sort="-captured_at",
+            params={
+                "server": server_id,
+                "policy": policy_id,
+                "period": period,
+                **{k: v and v.value for k, v in chosen.items()},
+            },
+        )
+        filters = {
+            "server": server_id,
+            "policy": policy_id,
+            "period": period,
+            **chosen,
+        }
+        return render(
+            request,
+            "restore_points/list.html",
+            {
+                "section": "restore_points",
+                "items": items,
+                "pager": pager,
+                "filters": filters,
+                "filtered": any(v is not None for v in filters.values()),
+                "server_choices": ctx.session.execute(
+                    select(ExchangeServer.id, ExchangeServer.name).order_by(ExchangeServer.name)
+                ).all(),
+                "policy_choices": ctx.session.execute(
+                    select(Policy.id, Policy.name).order_by(Policy.name)
+                ).all(),
+                "consistencies": list(Consistency),
+                "locations": list(CopyLocation),
+                "verifications": list(Verification),
+                "periods": {"24h": "Last 24 hours", "7d": "Last 7 days", "30d": "Last 30 days"},
+                "holds": holds_by_point(ctx.session, items) if items else {},
+                "revertible": {p.id for p in items if revertible(p)},
+                "servers": names(ctx.session, ExchangeServer, (p.server_id for p in items)),
+                "databases": names(ctx.session, ExchangeDatabase, (p.database_id for p in items)),
+                "policies": names(ctx.session, Policy, (p.policy_id for p in items)),
+            },
+            user=ctx.user,
+        )
+
+
+def _point_context(ctx: Ctx, point: RestorePoint) -> dict:
+    server = ctx.session.get(ExchangeServer, point.server_id) if point.server_id else None
+    holds = ctx.session.scalars(
+        select(LegalHold).where(
+            LegalHold.name.in_(holds_by_point(ctx.session, [point])[point.id] or [""])
+        )
+    ).all()
+    return {
+        "section": "restore_points",
+        "point": point,
+        "server": server,
+        "database": ctx.session.get(ExchangeDatabase, point.database_id)
+        if point.database_id
+        else None,
+        "policy": ctx.session.get(Policy, point.policy_id) if point.policy_id else None,
+        "job": ctx.session.get(Job, point.job_id) if point.job_id else None,
+        "holds": holds,
+        "connections": names(ctx.session, Connection, (c.connection_id for c in point.copies)),
+        "can_revert": revertible(point),
+        "snapshot": next(
+            (
+                c
+                for c in point.copies
+                if c.location == CopyLocation.VM_SNAPSHOT and c.removed_at is None
+            ),
+            None,
+        ),
+    }
+
+
+@router.get("/restore-points/{point_id}")
+def restore_point_detail(request: Request, point_id: int) -> Response:
+    with signed_in(request) as ctx:
+        point = get_point(ctx.session, point_id)
+        context = _point_context(ctx, point)
+        # Restores of this point only (the job names it in its parameters).
+        context["restores"] = [
+            r
+            for r in ctx.session.scalars(
+                select(Job)
+                .where(Job.kind == JobKind.RESTORE, Job.server_id == point.server_id)
+                .order_by(Job.id.desc())
+                .limit(50)
+            )
+            if (r.params or {}).get("restore_point_id") == point.id
+        ]
+        return render(request, "restore_points/detail.html", context, user=ctx.user)
+
+
+def _revert_page(
+    ctx: Ctx, point: RestorePoint, error: str | None = None, typed: str = "", status_code=200
+) -> Response:
+    context = _point_context(ctx, point)
+    context.update(error=error, typed=typed)
+    return render(
+        ctx.request, "restore_points/revert.html", context, user=ctx.user, status_code=status_code
+    )
+
+
+@router.get("/restore-points/{point_id}/revert")
+def revert_confirm(request: Request, point_id: int) -> Response:
+    with signed_in(request, Permission.RUN_RESTORE) as ctx:
+        return _revert_page(ctx, get_point(ctx.session, point_id))
+
+
+@router.post("/restore-points/{point_id}/revert")
+def revert(request: Request, point_id: int, form: Form) -> Response:
+    """Start the restore job; the API checks the typed name (params.confirm) and audits."""
+    with signed_in(request, Permission.RUN_RESTORE, form=form, check_form=True) as ctx:
+        point = get_point(ctx.session, point_id)
+        typed = text(form, "confirm")[:128]
+        if point.status != RestorePointStatus.AVAILABLE or not revertible(point):
+            return _revert_page(
+                ctx,
+                point,
+                "This restore point has no VM snapshot left to revert to.",
+                typed,
+                status_code=409,
+            )
+        body = JobCreate(
+            kind=JobKind.RESTORE,
+            restore_point_id=point.id,
+            params={"confirm": typed, "mode": "revert"},
+        )
+        try:
+            job = create_job(body, ctx.session, ctx.principal)
+        except Problem as exc:
+            ctx.session.rollback()
+            point = get_point(ctx.session, point_id)
+            message = exc.detail[:1].upper() + exc.detail[1:]
+            server = ctx.session.get(ExchangeServer, point.server_id) if point.server_id else None
+            if "params.confirm" in exc.detail and server is not None:
+                # The API's refusal, in the words of this form.
+                message = (
+                    f"“{typed}” is not the server's name, so nothing was started. "
+                    if typed
+                    else "Nothing was started. "
+                ) + f"Type {server.name} exactly to revert it."
+            return _revert_page(ctx, point, message, typed, status_code=exc.status)
+        flash(
+            request,
+            f"Revert to the restore point of {point.captured_at:%Y-%m-%d %H:%M} UTC queued.",
+            "info",
+        )
+        return RedirectResponse(f"/jobs/{job.id}", status_code=303)
