@@ -17,6 +17,7 @@ from app.adapters import vsphere
 from app.audit import SYSTEM, Actor, record
 from app.db.models import (
     Cluster,
+    Connection,
     Datacenter,
     Datastore,
     ExchangeDatabase,
@@ -235,6 +236,7 @@ def sync_connection(
 ) -> SyncSummary:
     """Store a fresh inventory read and discover Exchange servers from it."""
     summary = store_inventory(session, connection_id, inventory)
+    session.get(Connection, connection_id).last_synced_at = utcnow()
     session.flush()
     discover_exchange_servers(session, connection_id, summary, actor)
     record(

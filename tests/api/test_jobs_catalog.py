@@ -184,3 +184,19 @@ def test_failed_jobs_can_be_retried_as_new_jobs(app, client, admin, server_id):
     assert again["params"]["retry_of"] == ids[0]
     assert again["required_capabilities"] == ["vcenter"]
     assert_problem(client.post(f"/api/v1/jobs/{ids[1]}/retry", headers=admin), 409, "running")
+
+
+def test_restore_needs_confirmation_and_a_snapshot_to_revert_to(app, client, admin, server_id):
+    point = _restore_point(app, server_id)
+    body = {"kind": "restore", "restore_point_id": point}
+    assert_problem(client.post("/api/v1/jobs", json=body, headers=admin), 422, "EXCH-1")
+    r = client.post("/api/v1/jobs", json={**body, "params": {"confirm": "EXCH-1"}}, headers=admin)
+    assert r.status_code == 202 and r.json()["server_id"] == server_id
+    assert r.json()["params"]["requested_by"].startswith("user-admin")
+    with app.state.runtime.db.session() as session:
+        for copy in session.get(RestorePoint, point).copies:
+            copy.removed_at = utcnow()
+    r = client.post("/api/v1/jobs", json={**body, "params": {"confirm": "EXCH-1"}}, headers=admin)
+    assert_problem(r, 422, "no VM snapshot left")
+    detail = client.get(f"/api/v1/restore-points/{point}", headers=admin).json()
+    assert "details" in detail

@@ -54,8 +54,8 @@ CASES = [
 
 @pytest.fixture
 def fixtures(app, client, admin):
-    from app.db.models import RestorePoint
-    from app.domain.protection import Consistency, ProtectionMethod
+    from app.db.models import RestorePoint, RestorePointCopy
+    from app.domain.protection import Consistency, CopyLocation, ProtectionMethod
 
     pid = client.post(
         "/api/v1/policies",
@@ -68,6 +68,7 @@ def fixtures(app, client, admin):
         point = RestorePoint(
             method=ProtectionMethod.VMFS_SNAPSHOT, consistency=Consistency.COLD, server_id=server_id
         )
+        point.copies = [RestorePointCopy(location=CopyLocation.VM_SNAPSHOT, reference="snap-1")]
         session.add(point)
         session.flush()
         return {"policy": pid, "point": point.id}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Query
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
 from app.api import API_PREFIX
@@ -34,7 +34,8 @@ def list_vms(
     if connection_id is not None:
         query = query.where(VirtualMachine.connection_id == connection_id)
     if q:
-        query = query.where(VirtualMachine.name.contains(q, autoescape=True))
+        # Case-insensitive on both databases (LIKE is not on PostgreSQL).
+        query = query.where(func.lower(VirtualMachine.name).contains(q.lower(), autoescape=True))
     if power_state:
         query = query.where(VirtualMachine.power_state == power_state)
     if backing:

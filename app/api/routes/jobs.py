@@ -18,6 +18,7 @@ from app.db.models import Connection, ExchangeServer, Job, Policy, Proxy, Restor
 from app.db.types import utcnow
 from app.domain.connections import ConnectionKind
 from app.domain.jobs import JobKind, JobState
+from app.domain.protection import CopyLocation
 from app.security.roles import Permission
 
 router = APIRouter(prefix=API_PREFIX, tags=["jobs"])
@@ -90,6 +91,14 @@ def _confirm_restore(session: Session, point: RestorePoint, params: dict) -> Non
     server = session.get(ExchangeServer, point.server_id) if point.server_id else None
     if server is None:
         raise invalid("the restore point's server no longer exists", "restore_point_id")
+    if params.get("mode", "revert") != "revert":
+        raise invalid("the only restore mode available is 'revert'", "params")
+    if not any(
+        c.location == CopyLocation.VM_SNAPSHOT and c.removed_at is None for c in point.copies
+    ):
+        raise invalid(
+            f"restore point {point.id} has no VM snapshot left to revert to", "restore_point_id"
+        )
     if params.get("confirm") != server.name:
         when = f"{point.captured_at:%Y-%m-%d %H:%M} UTC"
         raise invalid(

@@ -42,6 +42,8 @@ class RestorePointOut(Output):
     expires_at: datetime | None
     retain_until: datetime | None
     on_hold: bool = False
+    # Snapshot name, quiesce window in seconds, the consistency asked for, script exit codes.
+    details: dict[str, Any]
     copies: list[CopyOut]
 
 

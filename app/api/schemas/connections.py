@@ -75,6 +75,7 @@ class ConnectionOut(Output):
     description: str
     status: ConnectionStatus
     last_checked_at: datetime | None
+    last_synced_at: datetime | None
     last_error: str | None
     created_at: datetime
     updated_at: datetime

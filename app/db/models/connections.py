@@ -37,6 +37,7 @@ class Connection(Timestamped, Base):
         StrEnumType(ConnectionStatus), default=ConnectionStatus.UNTESTED
     )
     last_checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_synced_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
 
     @property
