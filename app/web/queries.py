@@ -30,6 +30,7 @@ from app.domain.protection import (
     RestorePointStatus,
     Verification,
 )
+from app.domain.rpo import DayCompliance, Protected, compliance_by_day
 
 PROXY_FRESH_S = 120
 # The newest restore point is "near the objective" from this fraction of the RPO on.
@@ -251,3 +252,39 @@ def rpo_by_server(session: Session, limit: int = 100) -> tuple[list[ServerRpo], 
     order = ("breached", "unprotected", "warning", "pending", "ok")
     rows.sort(key=lambda r: (order.index(r.status), r.name))
     return rows[:limit], len(rows)
+
+
+def rpo_history(session: Session, days: int = 14) -> list[DayCompliance]:
+    """RPO compliance per day over the last ``days`` days, across every enabled policy's
+    servers. Two queries; expired restore points count for the time they existed."""
+    now = _aware(utcnow())
+    covering = session.execute(
+        select(
+            PolicyTarget.server_id,
+            Policy.id,
+            Policy.rpo_minutes,
+            Policy.schedule_cron,
+            Policy.created_at,
+        )
+        .join(Policy, Policy.id == PolicyTarget.policy_id)
+        .where(Policy.enabled.is_(True))
+        .distinct()
+    ).all()
+    if not covering:
+        return []
+    captures: dict[tuple[int, int], list[datetime]] = {}
+    for server_id, policy_id, at in session.execute(
+        select(RestorePoint.server_id, RestorePoint.policy_id, RestorePoint.captured_at)
+        .where(RestorePoint.policy_id.in_({row[1] for row in covering}))
+        .order_by(RestorePoint.captured_at)
+    ):
+        captures.setdefault((server_id, policy_id), []).append(_aware(at))
+    protected = []
+    for server_id, policy_id, rpo_minutes, cron, created in covering:
+        objective = rpo_minutes * 60.0 if rpo_minutes else schedule_interval_s(cron, now)
+        if objective is None or created is None:
+            continue
+        protected.append(
+            Protected(captures.get((server_id, policy_id), []), objective, _aware(created))
+        )
+    return compliance_by_day(protected, now, days=days)

@@ -145,3 +145,22 @@ def test_a_cron_schedule_implies_its_longest_gap(expr, seconds):
 )
 def test_rpo_status(age, objective, status):
     assert rpo_status(age, objective) == status
+
+
+def test_overview_charts_rpo_compliance_per_day(app, admin_client):
+    # Hourly restore points for three days, against a 60-minute objective: compliant days.
+    with app.state.runtime.db.session() as session:
+        _server_with_policy(
+            session,
+            "MBX-STEADY",
+            ages_min=tuple(range(0, 3 * 24 * 60, 55)),
+            policy_age_min=4290,  # created with its first restore point
+        )
+    html = admin_client.get("/").text
+    assert "RPO compliance, last 14 days" in html
+    bars = re.findall(r'<rect class="bar (bar-\w+)"[^>]*><title>([^<]*)</title>', html)
+    assert bars, html
+    # Days before the policy existed have no bar; the steady days are fully within objective.
+    assert len(bars) in (3, 4) and all(kind == "bar-ok" for kind, _ in bars)
+    assert "100.0 % within objective" in bars[0][1]
+    assert html.count('class="bar-none"') >= 10

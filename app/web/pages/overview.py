@@ -10,7 +10,7 @@ from starlette.responses import Response
 from app.db.types import utcnow
 from app.web.context import signed_in
 from app.web.errors import WebRoute
-from app.web.queries import overview_counts, proxies, recent_jobs, rpo_by_server
+from app.web.queries import overview_counts, proxies, recent_jobs, rpo_by_server, rpo_history
 from app.web.templating import render
 
 router = APIRouter(route_class=WebRoute)
@@ -37,6 +37,7 @@ def overview(request: Request) -> Response:
                 "proxies": proxies(ctx.session),
                 "rpo": rpo,
                 "rpo_total": servers_total,
+                "rpo_history": rpo_history(ctx.session),
             },
             user=ctx.user,
         )
