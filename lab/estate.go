@@ -52,6 +52,9 @@ type Estate struct {
 	Username        string  `json:"username"`
 	Password        string  `json:"password"`
 	TLSThumbprint   string  `json:"tls_thumbprint_sha256"`
+	GuestUsername   string  `json:"guest_username"` // the stand-in guest's account (guest.go)
+	GuestPassword   string  `json:"guest_password"`
+	GuestLog        string  `json:"guest_log"` // JSON lines, one per guest process
 	StartupSeconds  float64 `json:"startup_seconds"`
 	BuildSeconds    float64 `json:"build_seconds"`
 	CustomAttribute string  `json:"custom_attribute"`

@@ -28,16 +28,21 @@ import (
 //     ReconfigVM_Task, RefreshStorageInfo, snapshot removal and Destroy_Task) type-asserts that
 //     every disk is a flat VMDK and panics on an RDM. Those methods run the simulator's code with
 //     the RDM disks set aside, and handle RDM device changes themselves.
+//
 //   - Snapshots. Removing the current snapshot when it is a root with children panics the
 //     simulator (it assigns a typed nil parent), and its snapshot code looks VMs up as
 //     *simulator.VirtualMachine, which a labVM is not. So CreateSnapshot_Task makes labSnapshot
 //     objects, which implement RemoveSnapshot_Task and RevertToSnapshot_Task, and
 //     RemoveAllSnapshots_Task is the lab's too.
+//
 //   - CloneVM_Task of a VM with RDMs is refused (the simulator's clone assumes flat VMDKs).
 //
-// Simulator code that type-asserts *simulator.VirtualMachine (guest operations, which need a
-// container-backed VM anyway; performance counters; PowerOnMultiVM; vApps) does not work on
-// lab VMs. VMs that clients create at run time stay the simulator's own objects.
+//   - Power operations keep the guest's VMware Tools state in step, and ShutdownGuest returns
+//     before the VM is off, as on vCenter (power.go).
+//
+// Guest operations on lab VMs are answered by the stand-in guest (guest.go). Simulator code
+// that type-asserts *simulator.VirtualMachine (performance counters, PowerOnMultiVM, vApps)
+// does not work on lab VMs. VMs that clients create at run time stay the simulator's own objects.
 //
 // The embedded VirtualMachine must stay the first field: the simulator's PropertyCollector finds
 // the vim25 managed object by walking first fields.
@@ -45,6 +50,7 @@ type labVM struct {
 	simulator.VirtualMachine
 
 	snapshotSeq int32
+	toolsWhenOn types.VirtualMachineToolsStatus // tools status before the last power-off (power.go)
 }
 
 // labSnapshot is a snapshot of a labVM (see labVM for why it exists).

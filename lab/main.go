@@ -39,6 +39,9 @@ type options struct {
 	pageCap  int
 	verbose  bool
 	stdinEOF bool
+
+	guestUser, guestPassword, guestLog string
+	guestShutdownSeconds               float64
 }
 
 func parseFlags() options {
@@ -53,6 +56,10 @@ func parseFlags() options {
 	flag.IntVar(&o.pageCap, "page-cap", 0, "if > 0, RetrievePropertiesEx never returns more objects than this in one page, like a busy vCenter")
 	flag.BoolVar(&o.verbose, "verbose", false, "keep the simulator's own log lines on stderr")
 	flag.BoolVar(&o.stdinEOF, "exit-on-stdin-eof", false, "also stop when stdin reaches end of file (a parent that dies closes the pipe)")
+	flag.StringVar(&o.guestUser, "guest-user", `CORP\backup`, "the only guest account the stand-in guest accepts for guest operations")
+	flag.StringVar(&o.guestPassword, "guest-password", "", "its password; empty makes a random one (in estate.json)")
+	flag.StringVar(&o.guestLog, "guest-log", "", "file the stand-in guest appends its processes to (JSON lines); empty: guest-operations.jsonl in the state folder")
+	flag.Float64Var(&o.guestShutdownSeconds, "guest-shutdown-seconds", 0.5, "seconds a guest takes to power off after ShutdownGuest")
 	flag.Parse()
 	return o
 }
@@ -84,6 +91,13 @@ func run(o options) error {
 	if o.password == "" {
 		o.password = randomPassword()
 	}
+	if o.guestPassword == "" {
+		o.guestPassword = randomPassword()
+	}
+	if o.guestShutdownSeconds < 0 {
+		return fmt.Errorf("--guest-shutdown-seconds must not be negative")
+	}
+	guestShutdownDelay = time.Duration(o.guestShutdownSeconds * float64(time.Second))
 
 	ownState := o.stateDir == ""
 	if ownState {
@@ -119,6 +133,16 @@ func run(o options) error {
 	}
 
 	installPagingCollector(o.pageCap)
+	if o.guestLog == "" {
+		o.guestLog = filepath.Join(o.stateDir, "guest-operations.jsonl")
+		_ = os.Remove(o.guestLog) // a kept --state-dir starts with an empty guest log
+	}
+	if o.guestLog, err = filepath.Abs(o.guestLog); err != nil {
+		return err
+	}
+	if err = installStandInGuest(o.guestUser, o.guestPassword, o.guestLog); err != nil {
+		return err
+	}
 
 	ctx := context.Background()
 	client, err := vim25.NewClient(ctx, model.Service)
@@ -145,6 +169,9 @@ func run(o options) error {
 	estate.Username = o.user
 	estate.Password = o.password
 	estate.TLSThumbprint = thumbprint
+	estate.GuestUsername = o.guestUser
+	estate.GuestPassword = o.guestPassword
+	estate.GuestLog = o.guestLog
 	estate.StartupSeconds = time.Since(started).Seconds()
 	estate.BuildSeconds = built.Seconds()
 

@@ -15,9 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 from app.db.session import Database
 from app.domain.jobs import EventLevel, JobKind
-from app.jobs.engine import ClaimedJob, JobEngine
+from app.jobs.engine import ClaimedJob, JobEngine, PendingEvent
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
     from app.state import Runtime
 
 log = logging.getLogger(__name__)
@@ -84,9 +86,13 @@ class JobContext:
         self._poll_interval = max(0.01, min(poll_interval, heartbeat_interval))
         self._progress_interval = progress_interval
         self._lock = threading.Lock()
+        # Held while pending progress and events are written, so that writes from the job's
+        # thread and from the heartbeat thread reach the database in the order they happened.
+        self._write_lock = threading.Lock()
         self._leftovers: list[dict[str, Any]] = copy.deepcopy(job.leftovers)
         self._pending: dict[str, Any] = {}
-        self._last_progress_write = 0.0
+        self._events: list[PendingEvent] = []
+        self._last_progress_write = time.monotonic()  # the claim just wrote the job
         self._last_lease_extend = time.monotonic()
         self._step = ""
 
@@ -110,11 +116,22 @@ class JobContext:
         self._thread.start()
 
     def close(self) -> None:
-        """Stop the heartbeat thread and write the last progress."""
+        """Stop the heartbeat thread and write the last progress and events."""
         self._closed.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
         self._flush_progress(force=True)
+
+    def detach(self) -> tuple[dict[str, Any], list[PendingEvent]]:
+        """Stop the heartbeat thread and hand over what is not written yet (progress values,
+        events), for the worker to write with the job's final state in one transaction."""
+        self._closed.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        with self._write_lock, self._lock:
+            values, self._pending = self._pending, {}
+            events, self._events = self._events, []
+        return values, events
 
     def stop_heartbeat(self) -> None:
         """Stop extending the lease, as if this worker had died (for tests and drills)."""
@@ -201,7 +218,8 @@ class JobContext:
         bytes_total: int | None = None,
         step: str | None = None,
     ) -> None:
-        """Record progress; written at most about once a second (step changes at once)."""
+        """Record progress; written at most about once a second, or with the job's next
+        durable write (a leftover, the final state), whichever comes first."""
         with self._lock:
             if percent is not None:
                 self._pending["progress_percent"] = float(max(0.0, min(100.0, percent)))
@@ -209,38 +227,57 @@ class JobContext:
                 self._pending["bytes_done"] = int(bytes_done)
             if bytes_total is not None:
                 self._pending["bytes_total"] = int(bytes_total)
-            changed_step = step is not None and step != self._step
             if step is not None:
                 self._step = step[:64]
                 self._pending["current_step"] = self._step
-        self._flush_progress(force=changed_step)
+        self._flush_progress(force=False)
 
     def step(self, name: str, message: str | None = None) -> None:
-        """Enter a named step (prepare, snapshot, copy…) and log it as an event."""
-        self.progress(step=name)
+        """Enter a named step (prepare, snapshot, copy…) and log it as an event (written
+        together, as progress is)."""
         self.event(message or f"step: {name}", step=name)
+        self.progress(step=name)
 
     def event(
         self, message: str, level: EventLevel | str = EventLevel.INFO, step: str | None = None
     ):
-        """Append to the job's event log (visible to operators: no secrets)."""
-        self._engine.add_event(
-            self.job_id, message, EventLevel(level), (step if step is not None else self._step)
+        """Append to the job's event log (visible to operators: no secrets).
+
+        Events are buffered and written with the job's next write (a leftover, the progress
+        flush about once a second, the final state): one transaction for several, never
+        after the job's outcome.
+        """
+        event = PendingEvent(
+            at=self._engine.clock(),
+            level=EventLevel(level),
+            step=(step if step is not None else self._step),
+            message=message,
         )
+        with self._lock:
+            self._events.append(event)
 
     def warning(self, message: str) -> None:
         self.event(message, EventLevel.WARNING)
 
     def _flush_progress(self, *, force: bool) -> None:
-        with self._lock:
-            if not self._pending:
-                return
-            now = time.monotonic()
-            if not force and now - self._last_progress_write < self._progress_interval:
-                return
-            values, self._pending = self._pending, {}
-            self._last_progress_write = now
-        if not self._engine.save_progress(self.job_id, self.worker_name, **values):
+        with self._write_lock:
+            with self._lock:
+                if not self._pending and not self._events:
+                    return
+                now = time.monotonic()
+                if not force and now - self._last_progress_write < self._progress_interval:
+                    return
+                values, self._pending = self._pending, {}
+                events, self._events = self._events, []
+                self._last_progress_write = now
+            try:
+                owned = self._engine.save_progress(self.job_id, self.worker_name, events, **values)
+            except Exception:
+                with self._lock:  # not written: keep them for the next flush
+                    self._pending = {**values, **self._pending}
+                    self._events = events + self._events
+                raise
+        if not owned:
             self._lost.set()
             self._cancel.set()
 
@@ -258,9 +295,9 @@ class JobContext:
         right after the snapshot exists. Raises :class:`LeaseLost` if the job was taken over.
         """
         item = copy.deepcopy(dict(item))
-        with self._lock:
+        with self._write_lock, self._lock:
             updated = [*self._leftovers, item]
-            if not self._engine.save_leftovers(self.job_id, self.worker_name, updated):
+            if not self._save_leftovers(updated):
                 self._lost.set()
                 self._cancel.set()
                 self.log.error(
@@ -273,22 +310,37 @@ class JobContext:
 
     def remove_leftover(self, item: dict[str, Any]) -> None:
         """Forget a leftover once it is gone (removed or turned into a kept restore point)."""
-        with self._lock:
+        with self._write_lock, self._lock:
             updated = [x for x in self._leftovers if x != item]
             if len(updated) == len(self._leftovers):
                 return
-            if not self._engine.save_leftovers(self.job_id, self.worker_name, updated):
+            if not self._save_leftovers(updated):
                 self._lost.set()
                 self._cancel.set()
                 raise LeaseLost(f"job {self.job_id}: lease lost")
             self._leftovers = updated
 
-    def clear_leftovers(self) -> None:
-        with self._lock:
+    def clear_leftovers(self, session: Session | None = None) -> None:
+        """Forget every leftover. With ``session`` the change joins that transaction, so
+        that, say, a restore point and the end of its snapshot being a leftover are one
+        commit; raises :class:`LeaseLost` (and the caller's transaction rolls back) if the
+        job was taken over meanwhile."""
+        with self._write_lock, self._lock:
             if not self._leftovers:
                 return
-            if not self._engine.save_leftovers(self.job_id, self.worker_name, []):
+            if not self._save_leftovers([], session):
                 self._lost.set()
                 self._cancel.set()
                 raise LeaseLost(f"job {self.job_id}: lease lost")
             self._leftovers = []
+
+    def _save_leftovers(
+        self, leftovers: list[dict[str, Any]], session: Session | None = None
+    ) -> bool:
+        """Write leftovers with the pending progress and events. Holds both locks."""
+        owned = self._engine.save_leftovers(
+            self.job_id, self.worker_name, leftovers, self._events, session, **self._pending
+        )
+        self._events, self._pending = [], {}
+        self._last_progress_write = time.monotonic()
+        return owned

@@ -134,6 +134,16 @@ class ClaimedJob:
 
 
 @dataclass(frozen=True)
+class PendingEvent:
+    """An event a running job logged, not yet written (see JobContext.event)."""
+
+    at: datetime
+    level: EventLevel
+    step: str
+    message: str
+
+
+@dataclass(frozen=True)
 class LeaseStatus:
     owned: bool
     cancel_requested: bool = False
@@ -165,6 +175,11 @@ class JobEngine:
         self.clock = clock
         self.claim_batch = max(1, claim_batch)
         self.max_scan = max(self.claim_batch, max_scan)
+        # After a search for abandoned jobs finds none, the next one waits this long: a lease
+        # only runs out after lease_seconds, so takeovers are late by a quarter lease at most,
+        # and a busy worker saves a query per claim.
+        self.abandoned_scan_interval = self.lease / 4
+        self._no_abandoned_until: datetime | None = None
 
     # -- transactions ---------------------------------------------------------------------
 
@@ -327,6 +342,8 @@ class JobEngine:
         with self.write_session() as session:
             now = self.clock()
             for abandoned in (True, False):
+                if abandoned and self._no_abandoned_until and now < self._no_abandoned_until:
+                    continue
                 seen: list[int] = []
                 while len(seen) < self.max_scan:
                     batch = self._candidates(
@@ -338,6 +355,8 @@ class JobEngine:
                             return self._take(session, job, worker_name, now)
                     if len(batch) < self.claim_batch:
                         break
+                if abandoned and not seen:
+                    self._no_abandoned_until = now + self.abandoned_scan_interval
             return None
 
     def _event(
@@ -354,6 +373,15 @@ class JobEngine:
                 job_id=job_id, at=at or self.clock(), level=level, step=step, message=message
             )
         )
+
+    def _events(self, session: Session, job_id: int, events: Iterable[PendingEvent]) -> None:
+        """Write buffered events (one statement for all), in the order they happened."""
+        rows = [
+            {"job_id": job_id, "at": e.at, "level": e.level, "step": e.step, "message": e.message}
+            for e in events
+        ]
+        if rows:
+            session.execute(insert(JobEvent), rows)
 
     def _take(self, session: Session, job: Row, worker_name: str, now: datetime) -> ClaimedJob:
         takeover = job.state == JobState.RUNNING
@@ -449,19 +477,49 @@ class JobEngine:
             bool(row.cancel_requested),
         )
 
-    def save_progress(self, job_id: int, worker_name: str, **values: Any) -> bool:
-        allowed = {"progress_percent", "bytes_done", "bytes_total", "current_step"}
-        values = {k: v for k, v in values.items() if k in allowed}
-        if not values:
+    _PROGRESS = frozenset({"progress_percent", "bytes_done", "bytes_total", "current_step"})
+
+    def save_progress(
+        self,
+        job_id: int,
+        worker_name: str,
+        events: Iterable[PendingEvent] = (),
+        **values: Any,
+    ) -> bool:
+        """Write progress and buffered events in one transaction. Events are written even
+        when this worker no longer owns the job (they are its log); progress is not."""
+        values = {k: v for k, v in values.items() if k in self._PROGRESS}
+        events = list(events)
+        if not values and not events:
             return True
         with self.db.session() as session:
-            return self._update_owned(session, job_id, worker_name, **values)
+            owned = self._update_owned(session, job_id, worker_name, **values) if values else True
+            self._events(session, job_id, events)
+            return owned
 
     def save_leftovers(
-        self, job_id: int, worker_name: str, leftovers: list[dict[str, Any]]
+        self,
+        job_id: int,
+        worker_name: str,
+        leftovers: list[dict[str, Any]],
+        events: Iterable[PendingEvent] = (),
+        session: Session | None = None,
+        **progress: Any,
     ) -> bool:
-        with self.db.session() as session:
-            return self._update_owned(session, job_id, worker_name, leftovers=list(leftovers))
+        """Record the job's leftovers (with pending progress and events, in one transaction).
+
+        With ``session``, the write joins that transaction (a handler's own, e.g. the catalog
+        write that turns a leftover snapshot into a restore point) instead of committing alone.
+        """
+        progress = {k: v for k, v in progress.items() if k in self._PROGRESS}
+        if session is not None:
+            owned = self._update_owned(
+                session, job_id, worker_name, leftovers=list(leftovers), **progress
+            )
+            self._events(session, job_id, events)
+            return owned
+        with self.db.session() as own:
+            return self.save_leftovers(job_id, worker_name, leftovers, events, own, **progress)
 
     def add_event(
         self,
@@ -480,19 +538,31 @@ class JobEngine:
         job_id: int,
         worker_name: str,
         event: tuple[EventLevel, str] | None,
+        events: Iterable[PendingEvent] = (),
         **values: Any,
     ) -> bool:
         with self.db.session() as session:
             ok = self._update_owned(session, job_id, worker_name, **values)
+            events = list(events)
             if ok and event:
-                self._event(session, job_id, event[1], event[0])
+                events.append(PendingEvent(self.clock(), event[0], "", event[1]))
+            self._events(session, job_id, events)
         if not ok:
             log.warning("job %s: worker %s no longer owns it; outcome dropped", job_id, worker_name)
         return ok
 
     def succeed(
-        self, job_id: int, worker_name: str, *, partial: bool = False, message: str = ""
+        self,
+        job_id: int,
+        worker_name: str,
+        *,
+        partial: bool = False,
+        message: str = "",
+        events: Iterable[PendingEvent] = (),
+        progress: Mapping[str, Any] | None = None,
     ) -> bool:
+        """End the job successfully, writing the job's last ``events`` and ``progress``
+        values (bytes done …) in the same transaction."""
         now = self.clock()
         if partial:
             state, level = JobState.PARTIALLY_SUCCEEDED, EventLevel.WARNING
@@ -502,10 +572,15 @@ class JobEngine:
             state, level = JobState.SUCCEEDED, EventLevel.INFO
             text_ = message or "succeeded"
             values = {"progress_percent": 100.0}
+        values = {
+            **{k: v for k, v in (progress or {}).items() if k in self._PROGRESS},
+            **values,
+        }
         return self._finish(
             job_id,
             worker_name,
             (level, text_),
+            events,
             state=state,
             finished_at=now,
             lease_expires_at=None,

@@ -274,12 +274,15 @@ class Worker:
             return engine.fail(job.id, name, f"no handler for {job.kind} jobs", retry=False)
         if ctx.leftovers:
             why = f"taken over from {job.taken_over_from}" if job.taken_over_from else "retry"
-            if not self._cleanup(ctx, handler, why):
+            problem = self._cleanup(ctx, handler, why)
+            if problem is not None:
                 if ctx.lease_lost:
                     return None
                 if job.cancel_requested or ctx.cancel_requested:
                     return JobState.CANCELLED if engine.cancel(job.id, name) else None
-                return engine.fail(job.id, name, "leftovers of an earlier attempt remain")
+                return engine.fail(
+                    job.id, name, f"leftovers of an earlier attempt remain: {problem}"
+                )
         if job.cancel_requested or ctx.cancel_requested:
             return JobState.CANCELLED if engine.cancel(job.id, name) else None
         if ctx.shutting_down and job.rerun:
@@ -329,20 +332,23 @@ class Worker:
             return None
         if ctx.leftovers:
             self._cleanup(ctx, handler, "end of attempt")
-        ctx.close()  # last progress before the final state
         if kind == "ok":
             result = value if isinstance(value, JobResult) else None
             if ctx.cancel_requested:
                 ctx.event("cancel came after the work was done", EventLevel.WARNING)
+            progress, events = ctx.detach()  # written with the final state
             ok = engine.succeed(
                 job.id,
                 name,
                 partial=bool(result and result.partial),
                 message=(result.message if result else ""),
+                events=events,
+                progress=progress,
             )
             if not ok:
                 return None
             return JobState.PARTIALLY_SUCCEEDED if result and result.partial else JobState.SUCCEEDED
+        ctx.close()  # last progress and events before the final state
         if kind == "released":
             engine.release(job.id, name, f"worker {name} is stopping")
             return JobState.QUEUED
@@ -353,7 +359,8 @@ class Worker:
             return engine.fail(job.id, name, _describe(value), retry=False)
         return engine.fail(job.id, name, _describe(value), retry=True)
 
-    def _cleanup(self, ctx: JobContext, handler: Handler, why: str) -> bool:
+    def _cleanup(self, ctx: JobContext, handler: Handler, why: str) -> str | None:
+        """Run the handler's cleanup; None when nothing is left, else what went wrong."""
         leftovers = ctx.leftovers
         summary = ", ".join(
             sorted({str(x.get("type") or x.get("kind") or "item") for x in leftovers})
@@ -364,16 +371,16 @@ class Worker:
                 "cleanup; left for an operator",
                 EventLevel.ERROR,
             )
-            return False
+            return f"{handler.kind} jobs have no cleanup"
         ctx.event(f"cleaning up {len(leftovers)} leftover(s) ({summary}) [{why}]", step="cleanup")
         try:
             handler.cleanup(ctx, leftovers)
             ctx.clear_leftovers()
         except LeaseLost:
-            return False
+            return "lease lost"
         except Exception as exc:
             log.warning("job %s: cleanup failed", ctx.job_id, exc_info=True)
             ctx.event(f"cleanup failed: {_describe(exc)}", EventLevel.ERROR, step="cleanup")
-            return False
+            return _describe(exc)
         ctx.event("leftovers cleaned up", step="cleanup")
-        return True
+        return None

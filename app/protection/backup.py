@@ -5,11 +5,12 @@ its strategy's steps, then writes the restore point and applies retention on pri
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, lazyload, selectinload
 
 from app.adapters import vsphere
 from app.audit import SYSTEM, record
@@ -45,7 +46,7 @@ STRATEGIES: dict[ProtectionMethod, type[BackupStrategy]] = {
 def _strategy(method: ProtectionMethod, access: JobVCenterAccess) -> BackupStrategy:
     cls = STRATEGIES.get(method)
     if cls is None:
-        raise PermanentError(f"{DECLARATIONS[method].title} backups are not available yet")
+        raise PermanentError(f"{DECLARATIONS[method].title} is not available yet in this version")
     return cls(access)
 
 
@@ -130,8 +131,20 @@ def dispatch(ctx: JobContext) -> JobResult:
 # -- one target -----------------------------------------------------------------------------
 
 
-def _load(session: Session, ctx: JobContext) -> tuple[PolicySpec, TargetSpec, Policy]:
-    policy = session.get(Policy, ctx.policy_id)
+@dataclass(frozen=True)
+class _Loaded:
+    """What one target's backup reads from the database before it starts (one read)."""
+
+    spec: PolicySpec
+    target: TargetSpec
+    method: ProtectionMethod
+    retain_days: int | None  # compliance retention of the policy
+    size_bytes: int  # what the restore point covers
+
+
+def _load(session: Session, ctx: JobContext) -> _Loaded:
+    # The policy's targets are not needed here: do not load them.
+    policy = session.get(Policy, ctx.policy_id, options=[lazyload(Policy.targets)])
     server = session.get(ExchangeServer, ctx.server_id)
     if policy is None or server is None:
         raise PermanentError("the policy or the server was removed before the backup ran")
@@ -156,31 +169,48 @@ def _load(session: Session, ctx: JobContext) -> tuple[PolicySpec, TargetSpec, Po
         db.name if db else None,
         db.layout if db else None,
     )
-    return spec, target, policy
+    return _Loaded(
+        spec,
+        target,
+        policy.method,
+        policy.compliance_retention_days,
+        _disk_bytes(session, target, db),
+    )
 
 
 def run_backup(ctx: JobContext) -> JobResult | None:
     if ctx.server_id is None:
         return dispatch(ctx)
     with ctx.db.session() as session:
-        spec, target, policy = _load(session, ctx)
-        method = policy.method
+        loaded = _load(session, ctx)
+    spec, target, method = loaded.spec, loaded.target, loaded.method
     access = _access(ctx)
     try:
         strategy = _strategy(method, access)
         run = BackupRun(ctx=ctx, job_id=ctx.job_id, policy=spec, target=target)
         strategy.run(run)
         ctx.step("catalog")
-        point_id = _catalog(ctx, run, method)
-        # The snapshot now belongs to the catalog: it is no longer this job's leftover.
-        ctx.clear_leftovers()
+        point_id = _catalog(
+            ctx, run, method, retain_days=loaded.retain_days, size=loaded.size_bytes
+        )
         ctx.step("retain")
-        expired = apply_primary_retention(ctx.db, access, spec.id, target)
+        partial = False
+        try:
+            expired = apply_primary_retention(
+                ctx.db, access, spec.id, target, keep=spec.keep_on_primary
+            )
+        except vsphere.VSphereError as exc:
+            # The backup is done and cataloged: running it again would only add another
+            # snapshot. Older snapshots are expired by the next run instead.
+            ctx.warning(f"retention on primary storage did not finish: {exc}")
+            expired, partial = [], True
     finally:
         access.close()
     ctx.progress(percent=100)
     return JobResult(
-        message=f"restore point {point_id}",
+        partial=partial,
+        message=f"restore point {point_id}"
+        + (" (retention on primary storage did not finish)" if partial else ""),
         details={
             "restore_point_id": point_id,
             "expired": expired,
@@ -189,15 +219,19 @@ def run_backup(ctx: JobContext) -> JobResult | None:
     )
 
 
-def _catalog(ctx: JobContext, run: BackupRun, method: ProtectionMethod) -> int:
+def _catalog(
+    ctx: JobContext,
+    run: BackupRun,
+    method: ProtectionMethod,
+    *,
+    retain_days: int | None,
+    size: int,
+) -> int:
     declaration = DECLARATIONS[method]
     capabilities = set(declaration.restores)
     if any(c.location != CopyLocation.REPOSITORY for c in run.copies):
         capabilities |= declaration.restores_from_primary  # kept on primary: instant recovery
     with ctx.db.session() as session:
-        policy = session.get(Policy, run.policy.id)
-        retain_days = policy.compliance_retention_days if policy else None
-        size = _disk_bytes(session, run.target)
         point = RestorePoint(
             policy_id=run.policy.id,
             server_id=run.target.server_id,
@@ -235,10 +269,13 @@ def _catalog(ctx: JobContext, run: BackupRun, method: ProtectionMethod) -> int:
             target=run.target.label,
             consistency=run.consistency_reached.value,
         )
+        # The snapshot now belongs to the catalog: it stops being this job's leftover in the
+        # same commit (and nothing is cataloged if another worker took the job over).
+        ctx.clear_leftovers(session)
         return point.id
 
 
-def _disk_bytes(session: Session, target: TargetSpec) -> int:
+def _disk_bytes(session: Session, target: TargetSpec, db: ExchangeDatabase | None) -> int:
     """Provisioned size of what the restore point covers (the database disk, or the VM)."""
     query = (
         select(VirtualDisk)
@@ -250,21 +287,23 @@ def _disk_bytes(session: Session, target: TargetSpec) -> int:
     )
     disks = session.scalars(query).all()
     if target.database_id is not None:
-        db = session.get(ExchangeDatabase, target.database_id)
         keys = {db.database_disk_key, db.log_disk_key} if db else set()
         disks = [d for d in disks if d.device_key in keys]
     return sum(d.capacity_bytes for d in disks)
 
 
 def apply_primary_retention(
-    db, access: JobVCenterAccess, policy_id: int, target: TargetSpec
+    db, access: JobVCenterAccess, policy_id: int, target: TargetSpec, keep: int | None = None
 ) -> list[int]:
     """Keep the newest ``keep_on_primary`` VM snapshots (at least one) of this policy and
     target; remove older ones in vCenter unless a legal hold or compliance retention keeps
-    them. Only snapshots Bulwark created are ever removed."""
+    them. Only snapshots Bulwark created are ever removed. ``keep`` is the policy's
+    ``keep_on_primary`` when the caller has it at hand (read from the policy otherwise)."""
     with db.session() as session:
-        policy = session.get(Policy, policy_id)
-        keep = max(1, policy.keep_on_primary if policy else 1)
+        if keep is None:
+            policy = session.get(Policy, policy_id, options=[lazyload(Policy.targets)])
+            keep = policy.keep_on_primary if policy else 1
+        keep = max(1, keep)
         points = session.scalars(
             select(RestorePoint)
             .where(
@@ -279,6 +318,8 @@ def apply_primary_retention(
         ).all()
         live = [p for p in points if _primary_copy(p) is not None]
         candidates = live[keep:]
+        if not candidates:
+            return []
         holds = holds_by_point(session, candidates)
         now, expired = utcnow(), []
         for point in candidates:

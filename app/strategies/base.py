@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
 from app.domain.declarations import Declaration
+from app.domain.jobs import EventLevel
 from app.domain.protection import Consistency, CopyLocation, DatabaseLayout
 
 
@@ -32,7 +34,17 @@ class StepContext(Protocol):
 class GuestRunner(Protocol):
     """Runs a command in a guest through VMware Tools and waits for its exit code."""
 
-    def run(self, client: Any, vm_moref: str, command: str, *, timeout_s: float) -> Any: ...
+    def run(
+        self,
+        client: Any,
+        vm_moref: str,
+        command: str,
+        *,
+        timeout_s: float,
+        on_started: Callable[[int], None] | None = None,
+    ) -> Any: ...
+
+    def wait(self, client: Any, vm_moref: str, pid: int, *, timeout_s: float) -> Any: ...
 
 
 class VCenterAccess(Protocol):
@@ -129,16 +141,26 @@ class BackupStrategy(ABC):
     def run(self, run: BackupRun) -> None:
         ctx = run.ctx
         ctx.check_cancelled()
+        failed = False
         try:
             ctx.step("quiesce")
             self.quiesce(run)
             ctx.check_cancelled()
             ctx.step("snapshot")
             self.snapshot(run)
+        except BaseException:
+            failed = True
+            raise
         finally:
             if run.quiesced:
                 ctx.step("resume")
-                self.resume(run)
+                try:
+                    self.resume(run)
+                except Exception as exc:
+                    if not failed:
+                        raise
+                    # The first failure is the job's error; this one must not hide it.
+                    ctx.event(f"resume failed as well: {exc}", EventLevel.ERROR, step="resume")
         ctx.check_cancelled()
         ctx.step("copy")
         self.copy(run)

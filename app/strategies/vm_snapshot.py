@@ -12,6 +12,7 @@ The restore point records the consistency actually reached, never the one asked 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from app.adapters import vsphere
@@ -43,9 +44,20 @@ class VmSnapshot(BackupStrategy):
     def _client_for(self, connection_id: int) -> Any:
         return self._access.client(connection_id)
 
-    def _run_script(self, connection_id: int, vm: str, command: str, timeout_s: float):
+    def _run_script(
+        self,
+        connection_id: int,
+        vm: str,
+        command: str,
+        timeout_s: float,
+        on_started: Callable[[int], None] | None = None,
+    ):
         return self._access.guest(connection_id).run(
-            self._client_for(connection_id), vm, command, timeout_s=timeout_s
+            self._client_for(connection_id),
+            vm,
+            command,
+            timeout_s=timeout_s,
+            on_started=on_started,
         )
 
     # -- quiesce / resume ------------------------------------------------------------------
@@ -53,18 +65,40 @@ class VmSnapshot(BackupStrategy):
         asked, target = run.policy.consistency, run.target
         client = self._client_for(target.connection_id)
         if asked == Consistency.COLD:
+            if vsphere.power_state(client, target.vm_moref) == "poweredOff":
+                # Already off: nothing to shut down, and nothing to power on afterwards.
+                run.details["vm_was_off"] = True
+                run.ctx.event(f"{target.server_name} is already powered off", step="quiesce")
+                return
             run.ctx.add_leftover(self._leftover(run, "powered_off"))
             run.quiesce_started()
-            vsphere.shut_down(client, target.vm_moref, timeout=run.policy.script_timeout_s * 10)
-            run.ctx.event(f"{target.server_name} shut down for a cold snapshot", step="quiesce")
+            how = vsphere.shut_down(
+                client, target.vm_moref, timeout=run.policy.script_timeout_s * 10
+            )
+            run.details["shutdown"] = how
+            run.ctx.event(
+                f"{target.server_name} shut down for a cold snapshot ({how.replace('_', ' ')})",
+                step="quiesce",
+            )
         elif asked in (Consistency.HOT_CRASH_SCRIPTED, Consistency.WARM) and run.policy.pre_script:
             run.ctx.add_leftover(self._leftover(run, "quiesced"))
             run.quiesce_started()
+            # From here on the database may be quiesced: resume runs whatever happens next.
+            run.details["pre_script_started"] = True
+
+            def started(pid: int) -> None:
+                # Whoever cleans up after a crash waits for this process before resuming.
+                before = self._leftover(run, "quiesced")
+                run.details["pre_script_pid"] = pid
+                run.ctx.add_leftover(self._leftover(run, "quiesced"))
+                run.ctx.remove_leftover(before)
+
             result = self._run_script(
                 target.connection_id,
                 target.vm_moref,
                 run.policy.pre_script,
                 run.policy.script_timeout_s,
+                on_started=started,
             )
             run.details["pre_script_exit"] = result.exit_code
             if result.exit_code != 0:
@@ -78,14 +112,22 @@ class VmSnapshot(BackupStrategy):
         target, client = run.target, self._client_for(run.target.connection_id)
         if run.policy.consistency == Consistency.COLD:
             vsphere.power_on(client, target.vm_moref)
+            run.resumed()
+            self._report_window(run)
             run.ctx.remove_leftover(self._leftover(run, "powered_off"))
-        elif run.details.get("pre_script_exit") is not None:
+        elif run.details.get("pre_script_started") and not run.policy.post_script:
+            run.resumed()
+            run.ctx.warning("no post-snapshot script: nothing resumes the database in the guest")
+            run.ctx.remove_leftover(self._leftover(run, "quiesced"))
+        elif run.details.get("pre_script_started"):
             result = self._run_script(
                 target.connection_id,
                 target.vm_moref,
-                run.policy.post_script or "",
+                run.policy.post_script,
                 run.policy.script_timeout_s,
             )
+            run.resumed()
+            self._report_window(run)
             run.details["post_script_exit"] = result.exit_code
             if result.exit_code != 0:
                 # The database may still be frozen: say so loudly; the job fails.
@@ -94,7 +136,9 @@ class VmSnapshot(BackupStrategy):
                     f"(exit code {result.exit_code}); check the database is mounted"
                 )
             run.ctx.remove_leftover(self._leftover(run, "quiesced"))
-        run.resumed()
+
+    @staticmethod
+    def _report_window(run: BackupRun) -> None:
         window = run.quiesce_window_s
         if window is not None:
             level = EventLevel.WARNING if window >= QUIESCE_WARNING_S else EventLevel.INFO
@@ -144,32 +188,72 @@ class VmSnapshot(BackupStrategy):
 
     # -- cleanup ----------------------------------------------------------------------------
     def cleanup(self, ctx: StepContext, leftovers: list[dict[str, Any]]) -> None:
+        # Each leftover on its own: a post-snapshot script that fails again must not keep an
+        # orphan snapshot in vCenter. What could not be cleaned stays recorded for the next try.
+        failures = []
         for item in leftovers:
-            client = self._client_for(item["connection_id"])
-            kind = item["kind"]
-            if kind == "vm_snapshot":
-                for snap in vsphere.list_snapshots(client, item["vm"]):
-                    # Only ever the snapshot this job created, found by its Bulwark name.
-                    if snap.name == item["name"]:
-                        vsphere.remove_snapshot(client, snap.moref)
-                        ctx.event(
-                            f"removed snapshot {snap.name} left by an interrupted run",
-                            step="cleanup",
-                        )
-            elif kind == "quiesced" and item.get("post_script"):
-                self._run_script(
-                    item["connection_id"],
-                    item["vm"],
-                    item["post_script"],
-                    item.get("timeout_s", 60),
-                )
-                ctx.event("ran the post-snapshot script an interrupted run owed", step="cleanup")
-            elif kind == "powered_off":
-                vsphere.power_on(client, item["vm"])
+            try:
+                self._clean_one(ctx, item)
+            except vsphere.VSphereError as exc:
+                failures.append(f"{item.get('kind')}: {exc}")
                 ctx.event(
-                    "powered the VM on again after an interrupted cold backup", step="cleanup"
+                    f"could not clean up {item.get('kind')}: {exc}", EventLevel.ERROR, "cleanup"
                 )
+                continue
             ctx.remove_leftover(item)
+        if failures:
+            raise vsphere.VSphereError("; ".join(failures))
+
+    def _clean_one(self, ctx: StepContext, item: dict[str, Any]) -> None:
+        client = self._client_for(item["connection_id"])
+        kind = item["kind"]
+        if kind == "vm_snapshot":
+            for snap in vsphere.list_snapshots(client, item["vm"]):
+                # Only ever the snapshot this job created, found by its Bulwark name.
+                if snap.name == item["name"]:
+                    vsphere.remove_snapshot(client, snap.moref)
+                    ctx.event(
+                        f"removed snapshot {snap.name} left by an interrupted run",
+                        step="cleanup",
+                    )
+        elif kind == "quiesced" and item.get("post_script"):
+            self._wait_for_pre_script(ctx, item)
+            result = self._run_script(
+                item["connection_id"],
+                item["vm"],
+                item["post_script"],
+                item.get("timeout_s", 60),
+            )
+            if result.exit_code != 0:
+                where = item.get("server") or item["vm"]
+                raise vsphere.VSphereError(
+                    f"the post-snapshot script failed again in {where} "
+                    f"(exit code {result.exit_code}); check the database is mounted"
+                )
+            ctx.event("ran the post-snapshot script an interrupted run owed", step="cleanup")
+        elif kind == "powered_off" and vsphere.power_on(client, item["vm"]):
+            ctx.event("powered the VM on again after an interrupted cold backup", step="cleanup")
+
+    def _wait_for_pre_script(self, ctx: StepContext, item: dict[str, Any]) -> None:
+        """A pre-snapshot script a dead worker started may still be running in the guest:
+        resuming before it ends would leave the database quiesced. Wait for it (stop it after
+        the policy's script timeout), then resume."""
+        pid = item.get("pre_pid")
+        if not pid:
+            return
+        guest = self._access.guest(item["connection_id"])
+        client = self._client_for(item["connection_id"])
+        try:
+            ended = guest.wait(client, item["vm"], pid, timeout_s=item.get("timeout_s", 60))
+        except vsphere.TaskTimeout as exc:
+            ctx.event(f"the interrupted pre-snapshot script was stopped: {exc}", step="cleanup")
+            return
+        if ended is not None:
+            ctx.event(
+                f"the interrupted pre-snapshot script (pid {pid}) ended with exit code "
+                f"{ended.exit_code}",
+                step="cleanup",
+            )
 
     @staticmethod
     def _leftover(run: BackupRun, kind: str, **extra: Any) -> dict[str, Any]:
@@ -177,8 +261,11 @@ class VmSnapshot(BackupStrategy):
             "kind": kind,
             "connection_id": run.target.connection_id,
             "vm": run.target.vm_moref,
+            "server": run.target.server_name,
             **extra,
         }
         if kind == "quiesced":
             item.update(post_script=run.policy.post_script, timeout_s=run.policy.script_timeout_s)
+            if run.details.get("pre_script_pid"):
+                item["pre_pid"] = run.details["pre_script_pid"]
         return item

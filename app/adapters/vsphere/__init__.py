@@ -1,4 +1,5 @@
-"""vSphere adapter: sessions, inventory, tasks and snapshots through pyVmomi.
+"""vSphere adapter: sessions, inventory, tasks, snapshots, power and guest operations
+through pyVmomi.
 
 Everything here is synchronous, because pyVmomi is. asyncio callers run these functions in a
 thread (``await asyncio.to_thread(read_inventory, client)``) and give each thread its own
@@ -25,6 +26,7 @@ from .errors import (
     Unreachable,
     VSphereError,
 )
+from .guest import GuestAuthenticationFailed, GuestCommandTimeout, GuestOperations, GuestResult
 from .inventory import (
     Cluster,
     Datacenter,
@@ -35,6 +37,13 @@ from .inventory import (
     iter_vms,
     read_inventory,
     read_vms_naive,
+)
+from .power import (
+    PowerStateTimeout,
+    power_on,
+    power_state,
+    shut_down,
+    wait_for_power_state,
 )
 from .snapshots import Snapshot, create_snapshot, list_snapshots, remove_snapshot, revert_snapshot
 from .tasks import wait_for_task
@@ -50,9 +59,14 @@ __all__ = [
     "Cluster",
     "Datacenter",
     "Datastore",
+    "GuestAuthenticationFailed",
+    "GuestCommandTimeout",
+    "GuestOperations",
+    "GuestResult",
     "Host",
     "Inventory",
     "ObjectNotFound",
+    "PowerStateTimeout",
     "Snapshot",
     "TaskCancelled",
     "TaskFailed",
@@ -69,9 +83,13 @@ __all__ = [
     "iter_vms",
     "list_snapshots",
     "normalize_thumbprint",
+    "power_on",
+    "power_state",
     "read_inventory",
     "read_vms_naive",
     "remove_snapshot",
     "revert_snapshot",
+    "shut_down",
+    "wait_for_power_state",
     "wait_for_task",
 ]
