@@ -172,6 +172,7 @@ def test_failed_jobs_can_be_retried_as_new_jobs(app, client, admin, server_id):
             state=JobState.FAILED,
             params={"resources": ["host:host-1"]},
             required_capabilities=["vcenter"],
+            leftovers=[{"kind": "vm_snapshot", "vm": "vm-1", "name": "bulwark-job-9"}],
         )
         running = Job(kind=JobKind.BACKUP, server_id=server_id, state=JobState.RUNNING)
         session.add_all([failed, running])
@@ -183,6 +184,10 @@ def test_failed_jobs_can_be_retried_as_new_jobs(app, client, admin, server_id):
     assert again["id"] != ids[0] and again["state"] == "queued"
     assert again["params"]["retry_of"] == ids[0]
     assert again["required_capabilities"] == ["vcenter"]
+    with app.state.runtime.db.session() as session:
+        # The leftovers move to the new job, whose first attempt cleans them up.
+        assert session.get(Job, again["id"]).leftovers[0]["name"] == "bulwark-job-9"
+        assert session.get(Job, ids[0]).leftovers == []
     assert_problem(client.post(f"/api/v1/jobs/{ids[1]}/retry", headers=admin), 409, "running")
 
 

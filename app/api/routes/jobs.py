@@ -188,7 +188,11 @@ def retry_job(job_id: int, session: DbSession, principal: Reader):
         params={**params, "retry_of": old.id},
         required_capabilities=list(old.required_capabilities),
         created_by=principal.actor.name,
+        # What the failed job left in the outside world moves with it: the new job's first
+        # attempt cleans it up before running.
+        leftovers=list(old.leftovers),
     )
+    old.leftovers = []
     session.add(job)
     session.flush()
     record(session, principal.actor, "job.retry", "job", job.id, retry_of=old.id)
