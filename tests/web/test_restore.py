@@ -85,7 +85,13 @@ def points(app, client) -> dict[str, int]:
         )
         session.add_all([slow, quick, expired])
         session.flush()
-        return {"server": server.id, "slow": slow.id, "quick": quick.id, "policy": policy.id}
+        return {
+            "server": server.id,
+            "slow": slow.id,
+            "quick": quick.id,
+            "policy": policy.id,
+            "database": server.databases[0].id,
+        }
 
 
 def html_text(response) -> str:
@@ -127,6 +133,10 @@ def test_list_filters_and_offers_revert(admin_client, points):
     by_server = admin_client.get(f"/restore-points?server={points['server']}&period=24h").text
     assert "1–2 of 2" in by_server
     assert "No restore points match" in admin_client.get("/restore-points?server=999").text
+    by_database = admin_client.get(f"/restore-points?database={points['database']}").text
+    assert f'href="/restore-points/{points["slow"]}"' in by_database
+    assert f'href="/restore-points/{points["quick"]}"' not in by_database
+    assert "EXCH-MBX03 / DB03</option>" in by_database
 
 
 def test_revert_confirmation_refuses_a_wrong_name(app, admin_client, points):

@@ -43,6 +43,7 @@ PERIODS = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta
 def restore_point_list(
     request: Request,
     server: str | None = None,
+    database: str | None = None,
     policy: str | None = None,
     consistency: str | None = None,
     location: str | None = None,
@@ -52,6 +53,7 @@ def restore_point_list(
 ) -> Response:
     with signed_in(request) as ctx:
         server_id, policy_id = int_or_none(server), int_or_none(policy)
+        database_id = int_or_none(database)
         chosen = {
             "consistency": enum_or_none(Consistency, consistency),
             "location": enum_or_none(CopyLocation, location),
@@ -61,6 +63,8 @@ def restore_point_list(
         query = select(RestorePoint)
         if server_id is not None:
             query = query.where(RestorePoint.server_id == server_id)
+        if database_id is not None:
+            query = query.where(RestorePoint.database_id == database_id)
         if policy_id is not None:
             query = query.where(RestorePoint.policy_id == policy_id)
         if chosen["consistency"] is not None:
@@ -84,6 +88,7 @@ def restore_point_list(
             default_sort="-captured_at",
             params={
                 "server": server_id,
+                "database": database_id,
                 "policy": policy_id,
                 "period": period,
                 **{k: v and v.value for k, v in chosen.items()},
@@ -91,6 +96,7 @@ def restore_point_list(
         )
         filters = {
             "server": server_id,
+            "database": database_id,
             "policy": policy_id,
             "period": period,
             **chosen,
@@ -106,6 +112,11 @@ def restore_point_list(
                 "filtered": any(v is not None for v in filters.values()),
                 "server_choices": ctx.session.execute(
                     select(ExchangeServer.id, ExchangeServer.name).order_by(ExchangeServer.name)
+                ).all(),
+                "database_choices": ctx.session.execute(
+                    select(ExchangeDatabase.id, ExchangeServer.name, ExchangeDatabase.name)
+                    .join(ExchangeServer, ExchangeServer.id == ExchangeDatabase.server_id)
+                    .order_by(ExchangeServer.name, ExchangeDatabase.name)
                 ).all(),
                 "policy_choices": ctx.session.execute(
                     select(Policy.id, Policy.name).order_by(Policy.name)
