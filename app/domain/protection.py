@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
+from typing import Any
 
 
 class DatabaseLayout(StrEnum):
@@ -69,3 +71,42 @@ BACKING_LAYOUT = {
 def layout_for_backing(backing: str) -> DatabaseLayout | None:
     """The database layout a disk's backing gives; None for backings Bulwark cannot protect."""
     return BACKING_LAYOUT.get(backing)
+
+
+class LayoutError(ValueError):
+    """The disks named for a database do not give a layout; ``field`` says which input."""
+
+    def __init__(self, message: str, field: str):
+        super().__init__(message)
+        self.field = field
+
+
+def layout_from_disks(
+    disks: Mapping[int, Any],
+    database_disk_key: int | None,
+    log_disk_key: int | None,
+    stated: DatabaseLayout | None = None,
+) -> DatabaseLayout:
+    """The layout follows from the database disk's backing; a stated layout must agree.
+
+    ``disks`` maps device keys to objects with ``label`` and ``backing`` (the VM's disks).
+    """
+    for key, field in ((database_disk_key, "database_disk_key"), (log_disk_key, "log_disk_key")):
+        if key is not None and key not in disks:
+            raise LayoutError(
+                f"the VM has no disk with key {key}; its disks are "
+                f"{', '.join(str(k) for k in sorted(disks))}",
+                field,
+            )
+    if database_disk_key is None:
+        raise LayoutError("say which disk holds the database", "database_disk_key")
+    disk = disks[database_disk_key]
+    derived = layout_for_backing(disk.backing)
+    if derived is None:
+        raise LayoutError(
+            f"disk {disk.label} has a '{disk.backing}' backing that Bulwark cannot protect",
+            "database_disk_key",
+        )
+    if stated is not None and stated != derived:
+        raise LayoutError(f"disk {disk.label} is {derived.value}, not {stated.value}", "layout")
+    return derived

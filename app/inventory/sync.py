@@ -28,7 +28,7 @@ from app.db.models import (
 )
 from app.db.types import utcnow
 from app.domain import exchange_attribute
-from app.domain.protection import layout_for_backing
+from app.domain.protection import LayoutError, layout_from_disks
 
 log = logging.getLogger(__name__)
 _BATCH = 1000
@@ -202,13 +202,10 @@ def discover_exchange_servers(
         disks = disks_by_vm.get(vm.id, {})
         existing = {db.name: db for db in server.databases}
         for p in placements:
-            disk = disks.get(p.database_disk_key)
-            layout = layout_for_backing(disk.backing) if disk else None
-            if layout is None or (p.log_disk_key is not None and p.log_disk_key not in disks):
-                summary.problems.append(
-                    f"{vm.name}/{p.name}: the attribute names disks the VM does not have "
-                    "or cannot be protected"
-                )
+            try:
+                layout = layout_from_disks(disks, p.database_disk_key, p.log_disk_key)
+            except LayoutError as exc:
+                summary.problems.append(f"{vm.name}/{p.name}: {exc}")
                 continue
             db = existing.get(p.name)
             if db is None:

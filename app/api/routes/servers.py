@@ -31,7 +31,7 @@ from app.db.models import (
 )
 from app.domain.advisor import advise
 from app.domain.connections import ConnectionKind
-from app.domain.protection import DatabaseLayout, layout_for_backing
+from app.domain.protection import DatabaseLayout, LayoutError, layout_from_disks
 from app.security.roles import Permission
 from app.strategies import DECLARATIONS
 
@@ -83,25 +83,10 @@ def resolve_layout(
         if stated is None:
             raise invalid("the VM is not in the inventory, so give the layout explicitly", "layout")
         return stated
-    for key, field in ((database_disk_key, "database_disk_key"), (log_disk_key, "log_disk_key")):
-        if key is not None and key not in disks:
-            raise invalid(
-                f"the VM has no disk with key {key}; its disks are "
-                f"{', '.join(str(k) for k in sorted(disks))}",
-                field,
-            )
-    if database_disk_key is None:
-        raise invalid("say which disk holds the database", "database_disk_key")
-    disk = disks[database_disk_key]
-    derived = layout_for_backing(disk.backing)
-    if derived is None:
-        raise invalid(
-            f"disk {disk.label} has a '{disk.backing}' backing that Bulwark cannot protect",
-            "database_disk_key",
-        )
-    if stated is not None and stated != derived:
-        raise invalid(f"disk {disk.label} is {derived.value}, not {stated.value}", "layout")
-    return derived
+    try:
+        return layout_from_disks(disks, database_disk_key, log_disk_key, stated)
+    except LayoutError as exc:
+        raise invalid(str(exc), exc.field) from exc
 
 
 def _add_database(
