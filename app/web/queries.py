@@ -145,6 +145,18 @@ def schedule_interval_s(expr: str | None, now: datetime) -> float | None:
     return max((b - a).total_seconds() for a, b in zip(times, times[1:], strict=False))
 
 
+def objective_s(
+    rpo_minutes: int | None, cron: str | None, now: datetime, memo: dict[str, float | None]
+) -> float | None:
+    """A policy's recovery point objective in seconds: its stated RPO, or the longest gap of
+    its schedule (``memo`` keeps one per expression: many servers share few schedules)."""
+    if rpo_minutes is not None:
+        return float(rpo_minutes) * 60
+    if cron not in memo:
+        memo[cron] = schedule_interval_s(cron, now)
+    return memo[cron]
+
+
 def rpo_status(age_s: float | None, objective_s: float | None) -> str:
     if objective_s is None or age_s is None:
         return "pending"
@@ -214,15 +226,11 @@ def rpo_by_server(session: Session, limit: int = 100) -> tuple[list[ServerRpo], 
         newest[(server_id, policy_id)] = _aware(at)
         if server_id not in latest_of or latest_of[server_id] < newest[(server_id, policy_id)]:
             latest_of[server_id] = newest[(server_id, policy_id)]
-    intervals: dict[str, float | None] = {}
     by_server: dict[int, list[PolicyRpo]] = {}
+    schedules: dict[str, float | None] = {}
     for server_id, pid, pname, enabled, rpo_minutes, cron, created in covering:
-        if rpo_minutes is not None:
-            objective, from_schedule = float(rpo_minutes) * 60, False
-        else:
-            if cron not in intervals:
-                intervals[cron] = schedule_interval_s(cron, now)
-            objective, from_schedule = intervals[cron], True
+        objective = objective_s(rpo_minutes, cron, now, schedules)
+        from_schedule = rpo_minutes is None
         point = newest.get((server_id, pid))
         age = (now - point).total_seconds() if point else None
         status = rpo_status(age, objective)
@@ -279,9 +287,9 @@ def rpo_history(session: Session, days: int = 14) -> list[DayCompliance]:
         .order_by(RestorePoint.captured_at)
     ):
         captures.setdefault((server_id, policy_id), []).append(_aware(at))
-    protected = []
+    protected, schedules = [], {}
     for server_id, policy_id, rpo_minutes, cron, created in covering:
-        objective = rpo_minutes * 60.0 if rpo_minutes else schedule_interval_s(cron, now)
+        objective = objective_s(rpo_minutes, cron, now, schedules)
         if objective is None or created is None:
             continue
         protected.append(
