@@ -31,7 +31,7 @@ from app.domain.retention import removal_blocker
 from app.jobs.context import JobContext, JobResult, PermanentError
 from app.jobs.handlers import register
 from app.protection.holds import holds_by_point
-from app.protection.vcenter_access import JobVCenterAccess
+from app.protection.vcenter_access import JobVCenterAccess, for_job
 from app.strategies.base import BackupRun, BackupStrategy, PolicySpec, TargetSpec
 from app.strategies.declarations import DECLARATIONS
 from app.strategies.vm_snapshot import VmSnapshot, is_bulwark_snapshot
@@ -48,12 +48,6 @@ def _strategy(method: ProtectionMethod, access: JobVCenterAccess) -> BackupStrat
     if cls is None:
         raise PermanentError(f"{DECLARATIONS[method].title} is not available yet in this version")
     return cls(access)
-
-
-def _access(ctx: JobContext) -> JobVCenterAccess:
-    if ctx.runtime is None:
-        raise PermanentError("this worker was started without the service's keys")
-    return JobVCenterAccess(ctx.db, ctx.runtime.secrets)
 
 
 # -- fan-out ------------------------------------------------------------------------------
@@ -184,7 +178,7 @@ def run_backup(ctx: JobContext) -> JobResult | None:
     with ctx.db.session() as session:
         loaded = _load(session, ctx)
     spec, target, method = loaded.spec, loaded.target, loaded.method
-    access = _access(ctx)
+    access = for_job(ctx)
     try:
         strategy = _strategy(method, access)
         run = BackupRun(ctx=ctx, job_id=ctx.job_id, policy=spec, target=target)
@@ -365,7 +359,7 @@ def cleanup_backup(ctx: JobContext, leftovers: list[dict[str, Any]]) -> None:
     with ctx.db.session() as session:
         policy = session.get(Policy, ctx.policy_id) if ctx.policy_id else None
         method = policy.method if policy else ProtectionMethod.VMFS_SNAPSHOT
-    access = _access(ctx)
+    access = for_job(ctx)
     try:
         _strategy(method, access).cleanup(ctx, leftovers)
     finally:

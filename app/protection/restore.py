@@ -13,7 +13,7 @@ from app.domain.jobs import JobKind
 from app.domain.protection import CopyLocation, RestorePointStatus
 from app.jobs.context import JobContext, JobResult, PermanentError
 from app.jobs.handlers import register
-from app.protection.backup import _access
+from app.protection.vcenter_access import for_job
 
 MODES = ("revert",)
 
@@ -39,7 +39,7 @@ def run_restore(ctx: JobContext) -> JobResult:
         server = session.get(ExchangeServer, point.server_id)
         name = server.name if server else "the VM"
         snapshot, connection_id = copy.reference, copy.connection_id
-    access = _access(ctx)
+    access = for_job(ctx)
     try:
         ctx.step("revert", f"reverting {name} to snapshot {snapshot} (restore point {point.id})")
         vsphere.revert_snapshot(access.client(connection_id), snapshot)

@@ -10,11 +10,11 @@ from app.inventory import sync
 from app.inventory.vcenter import open_client
 from app.jobs.context import JobContext, JobResult, PermanentError
 from app.jobs.handlers import register
+from app.protection.vcenter_access import job_secrets
 
 
 def run_sync(ctx: JobContext) -> JobResult:
-    if ctx.runtime is None:
-        raise PermanentError("this worker was started without the service's keys")
+    secrets = job_secrets(ctx)
     connection_id = ctx.params.get("connection_id")
     with ctx.db.session() as session:
         conn = session.get(Connection, connection_id)
@@ -23,7 +23,7 @@ def run_sync(ctx: JobContext) -> JobResult:
         session.expunge(conn)
     ctx.step("read", f"reading the inventory of {conn.name}")
     try:
-        with open_client(conn, ctx.runtime.secrets) as client:
+        with open_client(conn, secrets) as client:
             inventory = vsphere.read_inventory(client)
     except vsphere.VSphereError as exc:
         with ctx.db.session() as session:

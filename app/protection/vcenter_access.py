@@ -22,6 +22,7 @@ from app.adapters import vsphere
 from app.db.models import Connection
 from app.db.session import Database
 from app.inventory.vcenter import open_client
+from app.jobs.context import JobContext, PermanentError
 from app.security.secrets import SecretBox
 
 log = logging.getLogger(__name__)
@@ -163,3 +164,14 @@ class JobVCenterAccess:
             self._pool.give(key, client)
         self._clients.clear()
         self._guests.clear()
+
+
+def job_secrets(ctx: JobContext) -> SecretBox:
+    """The service's key for stored credentials, which a job needs to reach anything."""
+    if ctx.runtime is None:
+        raise PermanentError("this worker was started without the service's keys")
+    return ctx.runtime.secrets
+
+
+def for_job(ctx: JobContext) -> JobVCenterAccess:
+    return JobVCenterAccess(ctx.db, job_secrets(ctx))
