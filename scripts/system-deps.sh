@@ -9,6 +9,9 @@ command -v go >/dev/null || need+=(golang-go)
 [ -x /usr/bin/chromium ] || need+=(chromium)
 # Fonts make screenshots readable; chromium pulls a minimal set otherwise.
 [ -d /usr/share/fonts/truetype/dejavu ] || need+=(fonts-dejavu-core)
+# The mailbox tests' IMAP server and the reference array's filesystem.
+command -v dovecot >/dev/null || need+=(dovecot-imapd)
+command -v mkfs.btrfs >/dev/null || need+=(btrfs-progs)
 
 pg_answers() { command -v pg_isready >/dev/null && pg_isready -q -h 127.0.0.1 -p 5432; }
 if ! pg_answers; then
