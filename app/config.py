@@ -40,7 +40,7 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     # The worker `bulwark serve` runs in-process: its name and what it can reach.
     worker_name: str | None = None
-    worker_capabilities: list[str] = ["vcenter"]
+    worker_capabilities: list[str] = ["vcenter", "array", "mail"]
     # Outgoing mail for notifications; no host means no e-mail.
     smtp_host: str | None = None
     smtp_port: int = 25
@@ -50,6 +50,11 @@ class Settings(BaseSettings):
     smtp_from: str = "bulwark@localhost"
     # Every vCenter's inventory is re-read this often (0: only when asked).
     inventory_resync_minutes: int = 15
+    # Repository upkeep the scheduler queues per repository (0: never): retention + garbage
+    # collection, and a verify of a random share of every restore point's blocks.
+    repository_expire_minutes: int = 360
+    repository_verify_minutes: int = 1440
+    repository_verify_sample: float = Field(default=0.1, gt=0, le=1)
 
     @property
     def effective_database_url(self) -> str:

@@ -14,13 +14,18 @@ from starlette.middleware.sessions import SessionMiddleware
 from app import __version__, bootstrap
 from app.api import problems
 from app.api.routes import (
+    archive,
+    arrays,
     audit,
     connections,
+    disk_images,
     health,
     holds,
     inventory,
     jobs,
+    mailboxes,
     policies,
+    repositories,
     restore_points,
     servers,
     tokens,
@@ -80,12 +85,17 @@ def create_app(settings: Settings | None = None, *, background_jobs: bool = Fals
 
     for module in (
         connections,
+        arrays,
         inventory,
         servers,
         policies,
         jobs,
         restore_points,
+        disk_images,
+        repositories,
         holds,
+        mailboxes,
+        archive,
         audit,
         users,
         tokens,

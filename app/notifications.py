@@ -26,7 +26,8 @@ from app.audit import SYSTEM, record
 from app.config import Settings
 from app.db.models import AuditEvent, ExchangeServer, Job, Policy, RestorePoint
 from app.domain.jobs import JobState
-from app.domain.protection import RestorePointStatus
+from app.domain.protection import RestorePointStatus, Verification
+from app.domain.rpo import objective_s
 from app.security.secrets import SecretBox
 
 log = logging.getLogger(__name__)
@@ -107,7 +108,11 @@ class Notifier:
     # -- what to send -----------------------------------------------------------------------
     def sweep(self, session: Session, now: datetime) -> int:
         """Send what is owed; returns how many notices went out."""
-        owed = self._failed_jobs(session, now) + self._rpo_breaches(session, now)
+        owed = (
+            self._failed_jobs(session, now)
+            + self._rpo_breaches(session, now)
+            + self._damaged_points(session, now)
+        )
         sent_keys = set(
             session.scalars(
                 select(AuditEvent.object_id).where(
@@ -164,11 +169,57 @@ class Notifier:
             )
         return out
 
-    def _rpo_breaches(self, session: Session, now: datetime) -> list[tuple[Policy, Notice]]:
-        policies = session.scalars(
-            select(Policy).where(Policy.enabled.is_(True), Policy.rpo_minutes.is_not(None))
+    def _damaged_points(self, session: Session, now: datetime) -> list[tuple[Policy, Notice]]:
+        """Restore points a verify found damaged (notified with failures)."""
+        rows = session.execute(
+            select(RestorePoint, Policy)
+            .join(Policy, RestorePoint.policy_id == Policy.id)
+            .where(
+                RestorePoint.verification == Verification.DAMAGED,
+                RestorePoint.verified_at >= now - LOOKBACK,
+            )
         ).all()
-        policies = [p for p in policies if "rpo_breach" in p.notify_on and p.targets]
+        out = []
+        for point, policy in rows:
+            if "failure" not in policy.notify_on:
+                continue
+            found = (point.details or {}).get("verification") or {}
+            blocks = found.get("damaged_blocks") or []
+            first = blocks[0] if blocks else None
+            where = (
+                f"{found.get('damaged_count', len(blocks))} damaged block(s), first block "
+                f"{first['block']} ({first['digest']}): {first['reason']}"
+                if first
+                else found.get("error") or "its repository copy is unreadable"
+            )
+            text = f"restore point {point.id} ({policy.name}) failed verification: {where}"
+            out.append(
+                (
+                    policy,
+                    Notice(
+                        "restore_point.damaged",
+                        f"damaged:{point.id}:{point.verified_at.isoformat()}"[:64],
+                        f"restore point {point.id} is damaged",
+                        text,
+                        {"restore_point_id": point.id, "policy": policy.name},
+                    ),
+                )
+            )
+        return out
+
+    def _rpo_breaches(self, session: Session, now: datetime) -> list[tuple[Policy, Notice]]:
+        """Targets whose newest restore point is older than the policy's objective: its RPO,
+        or for a cron policy the longest gap of its schedule (as the overview measures it)."""
+        policies = session.scalars(select(Policy).where(Policy.enabled.is_(True))).all()
+        memo: dict[str, float | None] = {}
+        objectives = {
+            p.id: objective_s(p.rpo_minutes, p.schedule_cron, now, memo) for p in policies
+        }
+        policies = [
+            p
+            for p in policies
+            if "rpo_breach" in p.notify_on and p.targets and objectives[p.id] is not None
+        ]
         if not policies:
             return []
         newest = {
@@ -190,20 +241,27 @@ class Notifier:
         names = dict(session.execute(select(ExchangeServer.id, ExchangeServer.name)).all())
         out = []
         for policy in policies:
+            objective = objectives[policy.id]
+            rpo_min = int(objective // 60)
+            stated = (
+                f"RPO {rpo_min} min"
+                if policy.rpo_minutes is not None
+                else f"schedule '{policy.schedule_cron}' runs at most {rpo_min} min apart"
+            )
             for t in policy.targets:
                 since = newest.get((policy.id, t.server_id, t.database_id))
                 reference = since or policy.created_at
-                if now - reference <= timedelta(minutes=policy.rpo_minutes):
+                if (now - reference).total_seconds() <= objective:
                     continue
                 age_min = int((now - reference).total_seconds() // 60)
                 label = names.get(t.server_id, f"server {t.server_id}")
                 key = f"rpo:{policy.id}:{t.server_id}:{t.database_id}:{reference.isoformat()}"
                 text = (
                     f"{label}: the newest restore point of policy '{policy.name}' is "
-                    f"{age_min} min old (RPO {policy.rpo_minutes} min)"
+                    f"{age_min} min old ({stated})"
                     if since
                     else f"{label}: policy '{policy.name}' has no restore point after "
-                    f"{age_min} min (RPO {policy.rpo_minutes} min)"
+                    f"{age_min} min ({stated})"
                 )
                 out.append(
                     (
@@ -218,7 +276,8 @@ class Notifier:
                                 "server": label,
                                 "database_id": t.database_id,
                                 "age_minutes": age_min,
-                                "rpo_minutes": policy.rpo_minutes,
+                                "rpo_minutes": rpo_min,
+                                "schedule_cron": policy.schedule_cron,
                             },
                         ),
                     )

@@ -20,11 +20,12 @@ class Runtime:
     extras: dict = field(default_factory=dict)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Runtime:
+    def from_settings(cls, settings: Settings, *, pre_ping: bool = True) -> Runtime:
+        """``pre_ping=False`` for a worker process (see :func:`app.db.session.make_engine`)."""
         root = settings.root_key()
         return cls(
             settings=settings,
-            db=Database(settings.effective_database_url),
+            db=Database(settings.effective_database_url, pre_ping=pre_ping),
             secrets=SecretBox(root),
             session_key=derive_key(root, "session-cookies"),
             throttle=LoginThrottle(settings.login_max_failures, settings.login_window_s),

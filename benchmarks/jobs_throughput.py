@@ -186,8 +186,9 @@ def worker_main(
 ) -> None:  # pragma: no cover - runs in a worker process
     """One worker (process): drain the queue; report timings."""
     load_handlers()
+    # As `bulwark worker` does: no ping before each pooled connection is used.
     runtime = Runtime.from_settings(
-        Settings(database_url=url, secret_key=SECRET, data_dir=Path(data_dir))
+        Settings(database_url=url, secret_key=SECRET, data_dir=Path(data_dir)), pre_ping=False
     )
     timers = Timers()
     workers = [
@@ -197,6 +198,7 @@ def worker_main(
     for w in workers:
         w.register()
         instrument_engine(timers, w)
+    trips = count_round_trips(runtime)
     ready.set()
     go.wait()
     jobs: list[tuple[float, float, float]] = []  # (claim s, claim CPU s, execute s) per job
@@ -229,8 +231,30 @@ def worker_main(
             "cpu": dict(timers.cpu),
             "calls": dict(timers.calls),
             "process_cpu": time.process_time() - cpu0,
+            "round_trips": dict(trips),
         }
     )
+
+
+def count_round_trips(runtime: Runtime) -> dict[str, int]:
+    """Count the worker's statements and transactions (each a round trip to PostgreSQL; a
+    figure the machine's load does not change, unlike the times)."""
+    from sqlalchemy import event
+
+    counts = {"statements": 0, "transactions": 0}
+    lock = threading.Lock()
+
+    def statement(*_args) -> None:
+        with lock:
+            counts["statements"] += 1
+
+    def transaction(*_args) -> None:
+        with lock:
+            counts["transactions"] += 1  # BEGIN … COMMIT: two more round trips
+
+    event.listen(runtime.db.engine, "before_cursor_execute", statement)
+    event.listen(runtime.db.engine, "commit", transaction)
+    return counts
 
 
 # -- setup -------------------------------------------------------------------------------------
@@ -331,6 +355,8 @@ class RunResult:
     cpu_ms: dict[str, float]  # CPU per job of the worker processes, the lab, PostgreSQL
     overhead_ms: float
     vcenter_ms: float
+    statements: float  # per job, all of the worker's (engine and handler)
+    transactions: float
     claim_ms: float
     failed: int
 
@@ -438,6 +464,8 @@ def run_once(
         engine_cpu_ms=engine_cpu_s * 1000 / max(n, 1),
         cpu_ms={k: v * 1000 / max(n, 1) for k, v in machine.items()},
         overhead_ms=overhead_s * 1000 / max(n, 1),
+        statements=sum(r["round_trips"]["statements"] for r in reports) / max(n, 1),
+        transactions=sum(r["round_trips"]["transactions"] for r in reports) / max(n, 1),
         vcenter_ms=vcenter_s * 1000 / max(n, 1),
         claim_ms=claim_s * 1000 / max(n, 1),
         failed=sum(v for k, v in states.items() if k != JobState.SUCCEEDED),
@@ -513,6 +541,10 @@ def report(r: RunResult) -> None:
     for label, ms in r.per_job.items():
         print(f"    {label:<36} {ms:6.2f} ms")
     print(f"  engine CPU time (in its own threads): {r.engine_cpu_ms:.1f} ms/job")
+    print(
+        f"  database per job (engine and handler): {r.statements:.1f} statements, "
+        f"{r.transactions:.1f} committed transactions"
+    )
     seen = {k: v for k, v in r.cpu_ms.items() if v > 0}  # PostgreSQL may run out of sight
     total = sum(seen.values())
     parts = ", ".join(f"{k} {v:.1f}" for k, v in seen.items())

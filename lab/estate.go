@@ -789,10 +789,17 @@ func (b *builder) exchangeServers() error {
 		})
 
 		for n, d := range p.disks {
-			if d.backing != "flat" {
+			var local string
+			var size int64
+			var sum string
+			switch d.backing {
+			case "flat":
+				local, size, sum, err = b.fillFlatDisk(p.name, disks[n], d)
+			case "rdm-virtual":
+				local, size, sum, err = b.fillVirtualRDM(p.name, disks[n])
+			default:
 				continue
 			}
-			local, size, sum, err := b.fillFlatDisk(p.name, disks[n], d)
 			if err != nil {
 				return err
 			}
@@ -850,7 +857,27 @@ ddb.virtualHWVersion = "13"
 		return "", 0, "", err
 	}
 
-	local := localPath(ds, extent)
+	return b.fillContent(localPath(ds, extent), vmName, disk)
+}
+
+// fillVirtualRDM gives a virtual-mode RDM's LUN content the lab can serve: vSphere reads a
+// virtual-mode RDM through its mapping extent (NAME_N-rdm.vmdk), and the lab has no LUN
+// behind it, so the extent file itself holds the LUN's blocks (--disk-mib MiB). A VM
+// snapshot captures virtual-mode RDMs, so an image backup reads and restores them over
+// /folder like flat disks.
+func (b *builder) fillVirtualRDM(vmName string, disk Disk) (string, int64, string, error) {
+	p, err := parseDatastorePath(disk.FileName)
+	if err != nil {
+		return "", 0, "", err
+	}
+	ds := b.dsByName[p.Datastore]
+	extent := mappingExtent(p.Path, string(types.VirtualDiskCompatibilityModeVirtualMode))
+	return b.fillContent(localPath(ds, extent), vmName, disk)
+}
+
+// fillContent writes the lab's recognisable disk content to a local file and returns its
+// path, size and SHA-256.
+func (b *builder) fillContent(local, vmName string, disk Disk) (string, int64, string, error) {
 	f, err := os.Create(local)
 	if err != nil {
 		return "", 0, "", err

@@ -492,14 +492,57 @@ func (vm *labVM) DestroyTask(ctx *simulator.Context, req *types.Destroy_Task) so
 }
 
 // CloneVMTask refuses VMs with RDMs: the simulator's clone code assumes flat VMDKs, and cloning
-// an RDM VM (which converts or re-maps LUNs) is nothing Bulwark does. Others clone as usual.
+// an RDM VM (which converts or re-maps LUNs) is nothing Bulwark does. Others clone as usual,
+// with two fixes:
+//   - spec.snapshot ("clone from a snapshot", how a restore point becomes a new VM): vCenter
+//     builds the clone from the VM as it was in that snapshot; the simulator ignores the field
+//     and clones the current state. Here the clone gets the devices the VM had when the
+//     snapshot was taken, and a snapshot of another VM is refused (InvalidArgument), as
+//     vCenter does.
+//   - the simulator's clone code blanks the file name of every disk it is handed, which are
+//     the source VM's own disk objects; it is handed copies instead.
+//
+// Disk contents are not copied (the simulator creates empty disks for the clone).
 func (vm *labVM) CloneVMTask(ctx *simulator.Context, req *types.CloneVM_Task) soap.HasFault {
 	if len(vm.rdmDisks()) > 0 {
 		return &methods.CloneVM_TaskBody{
 			Fault_: simulator.Fault("bulwark-lab does not clone VMs with raw device mappings", &types.NotSupported{}),
 		}
 	}
+	devices := vm.Config.Hardware.Device
+	if ref := req.Spec.Snapshot; ref != nil {
+		snap, ok := simulator.Map.Get(*ref).(*labSnapshot)
+		if !ok || snap.Vm != vm.Self {
+			return &methods.CloneVM_TaskBody{
+				Fault_: simulator.Fault("the snapshot is not one of this VM's", &types.InvalidArgument{InvalidProperty: "spec.snapshot"}),
+			}
+		}
+		devices = snap.Config.Hardware.Device
+	}
+	saved := vm.Config.Hardware.Device
+	vm.Config.Hardware.Device = copyDisks(devices)
+	defer func() { vm.Config.Hardware.Device = saved }()
 	return vm.VirtualMachine.CloneVMTask(ctx, req)
+}
+
+// copyDisks returns the device list with every flat disk (and its backing) copied, so that
+// code that edits them does not edit the originals.
+func copyDisks(devices []types.BaseVirtualDevice) []types.BaseVirtualDevice {
+	out := make([]types.BaseVirtualDevice, len(devices))
+	for i, device := range devices {
+		out[i] = device
+		disk, ok := device.(*types.VirtualDisk)
+		if !ok {
+			continue
+		}
+		if backing, ok := disk.Backing.(*types.VirtualDiskFlatVer2BackingInfo); ok {
+			d := *disk
+			b := *backing
+			d.Backing = &b
+			out[i] = &d
+		}
+	}
+	return out
 }
 
 // CreateSnapshotTask takes a VMFS snapshot of the VM: metadata only, like the simulator (no
@@ -520,6 +563,8 @@ func (vm *labVM) createSnapshot(req *types.CreateSnapshot_Task) (types.AnyType, 
 	snap.Self.Type = "VirtualMachineSnapshot" // else the registry would name it after this Go type
 	snap.Vm = vm.Self
 	snap.Config = *vm.Config
+	// Its own copy of the devices, carrying the change ids of changed block tracking.
+	snap.Config.Hardware.Device = vm.snapshotDevices()
 	simulator.Map.Put(snap)
 
 	vm.snapshotSeq++

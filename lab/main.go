@@ -29,16 +29,17 @@ import (
 )
 
 type options struct {
-	listen   string
-	vms      int
-	hosts    int
-	user     string
-	password string
-	stateDir string
-	diskMiB  int
-	pageCap  int
-	verbose  bool
-	stdinEOF bool
+	listen      string
+	vms         int
+	hosts       int
+	user        string
+	password    string
+	stateDir    string
+	diskMiB     int
+	pageCap     int
+	folderMiBps float64
+	verbose     bool
+	stdinEOF    bool
 
 	guestUser, guestPassword, guestLog string
 	guestShutdownSeconds               float64
@@ -53,6 +54,7 @@ func parseFlags() options {
 	flag.StringVar(&o.password, "password", "", "the only password the lab accepts; empty makes a random one")
 	flag.StringVar(&o.stateDir, "state-dir", "", "folder for datastores and estate.json; empty makes a temporary one, removed on exit")
 	flag.IntVar(&o.diskMiB, "disk-mib", 4, "MiB of content written into each Exchange flat VMDK")
+	flag.Float64Var(&o.folderMiBps, "folder-mib-per-second", 0, "if > 0, /folder transfers run at most this many MiB/s each, like a busy datastore")
 	flag.IntVar(&o.pageCap, "page-cap", 0, "if > 0, RetrievePropertiesEx never returns more objects than this in one page, like a busy vCenter")
 	flag.BoolVar(&o.verbose, "verbose", false, "keep the simulator's own log lines on stderr")
 	flag.BoolVar(&o.stdinEOF, "exit-on-stdin-eof", false, "also stop when stdin reaches end of file (a parent that dies closes the pipe)")
@@ -162,6 +164,8 @@ func run(o options) error {
 	model.Service.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
 	model.Service.Listen = &url.URL{Host: o.listen, User: url.UserPassword(o.user, o.password)}
 	server := model.Service.NewServer()
+	// Set before the URL is printed, so before any client can connect.
+	server.Config.Handler = throttleFolder(server.Config.Handler, o.folderMiBps*1024*1024)
 
 	estate.URL = server.URL.String()
 	estate.Host = server.URL.Hostname()

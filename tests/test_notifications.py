@@ -18,6 +18,7 @@ from app.db.models import Job, Policy, PolicyTarget, RestorePoint
 from app.db.types import utcnow
 from app.domain.jobs import JobKind, JobState
 from app.domain.protection import Consistency, ProtectionMethod
+from app.domain.rpo import objective_s
 from app.jobs.scheduler import Scheduler
 from app.notifications import SIGNATURE_HEADER, Notifier, sign
 
@@ -62,7 +63,7 @@ def smtp():
     controller.stop()
 
 
-def _setup(app, client, admin, webhook_url) -> int:
+def _setup(app, client, admin, webhook_url, **schedule) -> int:
     server = client.post(
         "/api/v1/servers",
         headers=admin,
@@ -75,7 +76,7 @@ def _setup(app, client, admin, webhook_url) -> int:
             "name": "hourly",
             "method": "vmfs_snapshot",
             "consistency": "cold",
-            "rpo_minutes": 60,
+            **(schedule or {"rpo_minutes": 60}),
             "notify_webhook_url": webhook_url,
             "notify_webhook_secret": SECRET,
             "notify_emails": ["messaging-team@corp.example.com"],
@@ -161,3 +162,48 @@ def test_an_unreachable_webhook_is_retried_on_the_next_sweep(app, client, admin,
         assert notifier.sweep(session, utcnow() + timedelta(hours=2)) == 0
     audit = client.get("/api/v1/audit-events?action=notification.sent", headers=admin).json()
     assert audit["total"] == 0  # not recorded as sent, so the next sweep tries again
+
+
+def test_a_cron_policy_breaches_when_its_schedule_gap_has_passed(
+    app, client, admin, settings, webhook, smtp
+):
+    """No stated RPO: the objective is the longest gap of the schedule, the same figure the
+    overview colours its table by (app.domain.rpo.objective_s)."""
+    url, hooks = webhook
+    port, mails = smtp
+    policy_id = _setup(app, client, admin, url, schedule_cron="0 */6 * * *")
+    runtime = app.state.runtime
+    captured = utcnow()
+    with runtime.db.session() as session:
+        target = session.query(PolicyTarget).filter_by(policy_id=policy_id).one()
+        session.add(
+            RestorePoint(
+                policy_id=policy_id,
+                server_id=target.server_id,
+                database_id=target.database_id,
+                captured_at=captured,
+                method=ProtectionMethod.VMFS_SNAPSHOT,
+                consistency=Consistency.COLD,
+            )
+        )
+    assert objective_s(None, "0 */6 * * *", captured, {}) == 6 * 3600
+    settings = settings.model_copy(update={"smtp_host": "127.0.0.1", "smtp_port": port})
+    notifier = Notifier(settings, runtime.secrets)
+    with runtime.db.session() as session:  # five hours on: within the six-hour gap
+        assert notifier.sweep(session, captured + timedelta(hours=5)) == 0
+    assert hooks == [] and mails == []
+
+    with runtime.db.session() as session:
+        assert notifier.sweep(session, captured + timedelta(hours=7)) == 1
+    ((headers, body),) = hooks
+    notice = json.loads(body)
+    assert headers[SIGNATURE_HEADER] == sign(SECRET, body)
+    assert notice["event"] == "rpo.breach"
+    assert notice["rpo_minutes"] == 360 and notice["schedule_cron"] == "0 */6 * * *"
+    assert notice["age_minutes"] == 420
+    (mail,) = mails
+    text = message_from_bytes(mail.content, policy=default).get_content()
+    assert "420 min old" in text and "runs at most 360 min apart" in text
+
+    with runtime.db.session() as session:
+        assert notifier.sweep(session, captured + timedelta(hours=8)) == 0  # already told

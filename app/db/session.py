@@ -9,7 +9,11 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, pre_ping: bool = True) -> Engine:
+    """``pre_ping`` tests each pooled connection before use (one round trip per checkout).
+    Workers turn it off: their loop survives a dropped connection (SQLAlchemy invalidates
+    the pool on the error and the next attempt reconnects), and a job's many short
+    transactions should not each pay for a ping."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
@@ -23,15 +27,15 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    return create_engine(url, pool_pre_ping=pre_ping, pool_size=10, max_overflow=10)
 
 
 class Database:
     """The engine and its session factory, created once per process."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, *, pre_ping: bool = True):
         self.url = url
-        self.engine = make_engine(url)
+        self.engine = make_engine(url, pre_ping=pre_ping)
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager

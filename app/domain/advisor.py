@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from app.domain.declarations import Declaration, Need
+from app.domain.declarations import Declaration, Need, Reach
 from app.domain.protection import Consistency, DatabaseLayout, RestoreCapability
 
 CONSISTENCY_ORDER = list(Consistency)  # best first
@@ -25,17 +25,68 @@ class Option:
     restores_from_primary: list[str]
 
 
-def advise(declarations: Iterable[Declaration], layout: DatabaseLayout) -> list[Option]:
+LAYOUT_WORDS = {
+    DatabaseLayout.VMDK: "VMDK",
+    DatabaseLayout.RDM_PHYSICAL: "physical-mode RDM",
+    DatabaseLayout.RDM_VIRTUAL: "virtual-mode RDM",
+}
+
+
+def log_disk_problem(
+    d: Declaration, layout: DatabaseLayout, log_layout: DatabaseLayout | None
+) -> str | None:
+    """Why a snapshot method cannot take the database's logs with it, or None.
+
+    Exchange needs a database's logs to bring it back to the moment of the backup; a method
+    that snapshots disks must reach the log disk's backing as well as the database disk's.
+    """
+    if not d.snapshots_disks or log_layout is None or log_layout == layout:
+        return None
+    if log_layout in d.reaches:
+        return None
+    why = d.ruled_out.get(log_layout, "")
+    return (
+        f"the logs are on a {LAYOUT_WORDS[log_layout]}, not on a {LAYOUT_WORDS[layout]} like "
+        f"the database, and {d.title.lower()} cannot snapshot them with it"
+        + (f" ({why})" if why else "")
+        + "; move the logs to the database's kind of disk or pick another method"
+    )
+
+
+def _reaches(d: Declaration, layout: DatabaseLayout, log_layout: DatabaseLayout | None):
+    """What the method reaches on the database disk and, when apart, on the log disk too."""
+    reaches = d.reach_on(layout)
+    if d.snapshots_disks and log_layout is not None and log_layout != layout:
+        on_logs = {r.consistency: r for r in d.reach_on(log_layout)}
+        reaches = tuple(
+            Reach(r.consistency, r.needs | on_logs[r.consistency].needs)
+            for r in reaches
+            if r.consistency in on_logs
+        )
+    return reaches
+
+
+def advise(
+    declarations: Iterable[Declaration],
+    layout: DatabaseLayout,
+    log_layout: DatabaseLayout | None = None,
+) -> list[Option]:
+    """``log_layout``: the backing of the database's log disk when it is a disk of its own."""
     options = []
     for d in declarations:
-        reaches = sorted(d.reach_on(layout), key=lambda r: CONSISTENCY_ORDER.index(r.consistency))
+        logs = log_disk_problem(d, layout, log_layout) if layout in d.reaches else None
+        reaches = sorted(
+            _reaches(d, layout, log_layout) if logs is None else (),
+            key=lambda r: CONSISTENCY_ORDER.index(r.consistency),
+        )
         applies = bool(reaches)
+        reason = d.summary if applies else d.ruled_out.get(layout, "not for this layout")
         options.append(
             Option(
                 method=d.method.value,
                 title=d.title,
                 applies=applies,
-                reason=d.summary if applies else d.ruled_out.get(layout, "not for this layout"),
+                reason=logs or reason,
                 consistency=[
                     {"consistency": r.consistency.value, "needs": sorted(n.value for n in r.needs)}
                     for r in reaches
@@ -66,6 +117,7 @@ class PolicyRequest:
     has_scripts: bool
     keep_on_primary: int
     restores_needed: frozenset[RestoreCapability]
+    log_layout: DatabaseLayout | None = None  # the log disk's, when it is a disk of its own
 
 
 def policy_problems(declaration: Declaration, request: PolicyRequest) -> list[str]:
@@ -78,7 +130,10 @@ def policy_problems(declaration: Declaration, request: PolicyRequest) -> list[st
     else:
         if r.layout not in d.reaches:
             return [f"{r.target}: {d.ruled_out.get(r.layout, 'not possible for this layout')}"]
-        reaches = d.reach_on(r.layout)
+        logs = log_disk_problem(d, r.layout, r.log_layout)
+        if logs:
+            return [f"{r.target}: {logs}"]
+        reaches = _reaches(d, r.layout, r.log_layout)
     problems = []
     match = [x for x in reaches if x.consistency == r.consistency]
     if not match:

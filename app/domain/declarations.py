@@ -47,6 +47,9 @@ class Declaration:
     needs_connections: frozenset[ConnectionKind] = frozenset()
     needs_proxy_capability: str | None = None
     notes: tuple[str, ...] = field(default=())
+    # True when the method snapshots disks (VMFS, the array): the database's log disk must then
+    # be one it can snapshot too, or the restore point holds a database without its logs.
+    snapshots_disks: bool = False
 
     def reach_on(self, layout: DatabaseLayout) -> tuple[Reach, ...]:
         return self.reaches.get(layout, ())

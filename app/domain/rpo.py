@@ -7,6 +7,8 @@ import bisect
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
+from croniter import croniter
+
 
 @dataclass(frozen=True)
 class Protected:
@@ -47,3 +49,25 @@ def compliance_by_day(
                     ok += 1
         result.append(DayCompliance(day_start.date(), 100.0 * ok / total if total else None))
     return result
+
+
+def schedule_interval_s(expr: str | None, now: datetime) -> float | None:
+    """The longest gap between runs of a cron schedule over its next runs: the recovery point
+    objective a cron policy implies (a daily run cannot promise better than a day)."""
+    if not expr or not croniter.is_valid(expr):
+        return None
+    it = croniter(expr, now)
+    times = [it.get_next(datetime) for _ in range(9)]
+    return max((b - a).total_seconds() for a, b in zip(times, times[1:], strict=False))
+
+
+def objective_s(
+    rpo_minutes: int | None, cron: str | None, now: datetime, memo: dict[str, float | None]
+) -> float | None:
+    """A policy's recovery point objective in seconds: its stated RPO, or the longest gap of
+    its schedule (``memo`` keeps one per expression: many servers share few schedules)."""
+    if rpo_minutes is not None:
+        return float(rpo_minutes) * 60
+    if cron not in memo:
+        memo[cron] = schedule_interval_s(cron, now)
+    return memo[cron]

@@ -76,6 +76,11 @@ def start_background(
             runtime.db,
             resync_minutes=runtime.settings.inventory_resync_minutes,
             notifier=Notifier(runtime.settings, runtime.secrets),
+            repository_upkeep=(
+                runtime.settings.repository_expire_minutes,
+                runtime.settings.repository_verify_minutes,
+                runtime.settings.repository_verify_sample,
+            ),
         )
         if scheduler
         else None

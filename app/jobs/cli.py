@@ -55,7 +55,7 @@ def worker_command(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     limits, defaults = _parse_limits(limit)
-    runtime = Runtime.from_settings(settings)
+    runtime = Runtime.from_settings(settings, pre_ping=False)
     if not inspect(runtime.db.engine).has_table("jobs"):
         typer.echo("error: the database has no schema yet; run `bulwark migrate` first", err=True)
         raise typer.Exit(1)

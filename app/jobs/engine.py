@@ -28,7 +28,19 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, bindparam, insert, select, text, update
+from sqlalchemy import (
+    DateTime,
+    Row,
+    Text,
+    bindparam,
+    func,
+    insert,
+    select,
+    text,
+    true,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session, aliased
 
 from app.db.models import Job, JobEvent
@@ -42,6 +54,8 @@ log = logging.getLogger(__name__)
 _LOCK_NS_SERVER = 0x42574B01
 _LOCK_NS_RESOURCE = 0x42574B02
 MAX_ERROR_CHARS = 4000
+_PG_TIMES = ARRAY(DateTime(timezone=True))
+_PG_TEXTS = ARRAY(Text())
 
 
 def _signed32(value: int) -> int:
@@ -70,8 +84,19 @@ def capabilities_of(required: Any) -> set[str]:
     return {str(c) for c in required}
 
 
+def _jsonable(value: Mapping[str, Any]) -> dict[str, Any]:
+    """A handler's result as plain JSON (a date or a path in its details becomes text)."""
+    return json.loads(json.dumps(dict(value), default=str))
+
+
 def truncate_error(message: str) -> str:
     return message if len(message) <= MAX_ERROR_CHARS else message[: MAX_ERROR_CHARS - 1] + "…"
+
+
+@functools.cache
+def _other_job():
+    """An alias of ``jobs`` for "another job" conditions (built once: aliasing is slow)."""
+    return aliased(Job)
 
 
 @functools.cache
@@ -150,7 +175,11 @@ class LeaseStatus:
 
 
 class JobEngine:
-    """Queue operations on the ``jobs`` table; safe to share between threads."""
+    """Queue operations on the ``jobs`` table; safe to share between threads.
+
+    Statements go straight to the session's connection (Core), not through the ORM's
+    execution path: nothing here needs ORM objects, and a job's overhead is mostly these
+    calls."""
 
     def __init__(
         self,
@@ -199,14 +228,30 @@ class JobEngine:
                 session.connection().exec_driver_sql("BEGIN IMMEDIATE")
             yield session
 
+    @contextmanager
+    def _single_statement_session(self) -> Iterator[Session]:
+        """For writes that are one statement on PostgreSQL (an owned update with its events,
+        a lease extension): run in autocommit, as a lone statement is atomic anyway, which
+        saves the BEGIN and COMMIT round trips. Elsewhere a normal transaction."""
+        if not self.is_postgresql:
+            with self.db.session() as session:
+                yield session
+            return
+        with self.db.engine.connect() as conn:
+            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+            with Session(bind=conn, expire_on_commit=False) as session:
+                yield session
+
     def _try_lock(self, session: Session, namespace: int, key: int) -> bool:
         if not self.is_postgresql:
             return True  # the SQLite claim transaction already holds the write lock
         return bool(
-            session.execute(
+            session.connection()
+            .execute(
                 text("SELECT pg_try_advisory_xact_lock(:ns, :key)"),
                 {"ns": namespace, "key": key},
-            ).scalar()
+            )
+            .scalar()
         )
 
     # -- claim ----------------------------------------------------------------------------
@@ -280,11 +325,27 @@ class JobEngine:
             query = query.where(Job.id.not_in(seen))
         if self.is_postgresql:
             query = query.with_for_update(skip_locked=True, of=Job)
-        return list(session.execute(query))
+        return list(session.connection().execute(query))
+
+    def _server_idle(self, job: Row) -> tuple:
+        """Extra conditions of the claim's UPDATE: on PostgreSQL, no other running job on the
+        job's server (checked after the server's advisory lock is held)."""
+        if job.server_id is None or not self.is_postgresql:
+            return ()
+        other = _other_job()
+        return (
+            ~select(other.id)
+            .where(
+                other.server_id == job.server_id,
+                other.state == JobState.RUNNING,
+                other.id != job.id,
+            )
+            .exists(),
+        )
 
     def _server_busy(self, session: Session, server_id: int, job_id: int) -> bool:
         return (
-            session.scalar(
+            session.connection().scalar(
                 select(Job.id)
                 .where(
                     Job.server_id == server_id,
@@ -298,7 +359,7 @@ class JobEngine:
 
     def _resources_in_use(self, session: Session, exclude_id: int) -> dict[str, int]:
         counts: dict[str, int] = {}
-        rows = session.execute(
+        rows = session.connection().execute(
             select(Job.params).where(Job.state == JobState.RUNNING, Job.id != exclude_id)
         )
         for (params,) in rows:
@@ -312,7 +373,9 @@ class JobEngine:
         if job.server_id is not None:
             if not self._try_lock(session, _LOCK_NS_SERVER, job.server_id):
                 return False
-            if self._server_busy(session, job.server_id, job.id):
+            # On PostgreSQL the re-check after the lock is part of the claim's UPDATE (see
+            # _take): a statement that starts after the lock sees every committed claim.
+            if not self.is_postgresql and self._server_busy(session, job.server_id, job.id):
                 return False
         limited = [r for r in resources_of(job.params) if self.limits.limit_for(r) is not None]
         if not limited:
@@ -352,7 +415,9 @@ class JobEngine:
                     for job in batch:
                         seen.append(job.id)
                         if self._admissible(session, job, caps):
-                            return self._take(session, job, worker_name, now)
+                            taken = self._take(session, job, worker_name, now)
+                            if taken is not None:
+                                return taken
                     if len(batch) < self.claim_batch:
                         break
                 if abandoned and not seen:
@@ -368,7 +433,7 @@ class JobEngine:
         step: str = "",
         at: datetime | None = None,
     ) -> None:
-        session.execute(
+        session.connection().execute(
             insert(JobEvent).values(
                 job_id=job_id, at=at or self.clock(), level=level, step=step, message=message
             )
@@ -381,30 +446,71 @@ class JobEngine:
             for e in events
         ]
         if rows:
-            session.execute(insert(JobEvent), rows)
+            session.connection().execute(insert(JobEvent), rows)
 
-    def _take(self, session: Session, job: Row, worker_name: str, now: datetime) -> ClaimedJob:
+    def _write_with_events(
+        self, session: Session, statement, job_id: int, events: list[PendingEvent]
+    ) -> bool:
+        """Run an UPDATE of the job and insert its events; on PostgreSQL as one statement
+        (a data-modifying CTE), which saves a round trip on every claim, leftover and final
+        state. The events are inserted only if the UPDATE changed the row; returns whether
+        it did."""
+        if not events or not self.is_postgresql:
+            changed = session.connection().execute(statement).rowcount == 1
+            if changed:
+                self._events(session, job_id, events)
+            return changed
+        changed = statement.returning(Job.id).cte("changed")
+        # Arrays unnested rather than a VALUES list, so the statement's shape does not
+        # depend on how many events there are and SQLAlchemy compiles it once.
+        rows = (
+            func.unnest(
+                bindparam("ev_at", [e.at for e in events], type_=_PG_TIMES),
+                bindparam("ev_level", [e.level.value for e in events], type_=_PG_TEXTS),
+                bindparam("ev_step", [e.step for e in events], type_=_PG_TEXTS),
+                bindparam("ev_message", [e.message for e in events], type_=_PG_TEXTS),
+            )
+            .table_valued("at", "level", "step", "message", with_ordinality="n")
+            .render_derived(name="new_events")
+        )
+        inserted = session.connection().execute(
+            insert(JobEvent).from_select(
+                ["job_id", "at", "level", "step", "message"],
+                # Ordered, so event ids follow the order the events happened in.
+                select(changed.c.id, rows.c.at, rows.c.level, rows.c.step, rows.c.message)
+                .select_from(changed.join(rows, true()))
+                .order_by(rows.c.n),
+            ),
+            execution_options={"preserve_rowcount": True},  # not kept for INSERTs otherwise
+        )
+        return inserted.rowcount > 0
+
+    def _take(
+        self, session: Session, job: Row, worker_name: str, now: datetime
+    ) -> ClaimedJob | None:
+        """Mark the job as this worker's; None when (PostgreSQL) its server turned out busy."""
         takeover = job.state == JobState.RUNNING
         attempts = job.attempts
         rerun = True
+        events: list[PendingEvent] = []
         if takeover:
             rerun = job.attempts < job.max_attempts and not job.cancel_requested
             expired = job.lease_expires_at.isoformat() if job.lease_expires_at else "?"
-            self._event(
-                session,
-                job.id,
-                f"taken over from worker {job.worker_name or '?'} by {worker_name}: its lease "
-                f"expired at {expired}",
-                EventLevel.WARNING,
-                job.current_step or "",
-                now,
+            events.append(
+                PendingEvent(
+                    now,
+                    EventLevel.WARNING,
+                    job.current_step or "",
+                    f"taken over from worker {job.worker_name or '?'} by {worker_name}: its "
+                    f"lease expired at {expired}",
+                )
             )
         if rerun:
             attempts += 1
         lease_expires_at = now + self.lease
-        session.execute(
+        take = (
             update(Job)
-            .where(Job.id == job.id)
+            .where(Job.id == job.id, *self._server_idle(job))
             .values(
                 state=JobState.RUNNING,
                 worker_name=worker_name,
@@ -416,12 +522,16 @@ class JobEngine:
             .execution_options(synchronize_session=False)
         )
         if rerun and not job.cancel_requested:
-            self._event(
-                session,
-                job.id,
-                f"attempt {attempts} of {job.max_attempts} on worker {worker_name}",
-                at=now,
+            events.append(
+                PendingEvent(
+                    now,
+                    EventLevel.INFO,
+                    "",
+                    f"attempt {attempts} of {job.max_attempts} on worker {worker_name}",
+                )
             )
+        if not self._write_with_events(session, take, job.id, events):
+            return None
         return ClaimedJob(
             id=job.id,
             kind=job.kind,
@@ -446,8 +556,31 @@ class JobEngine:
             (Job.id == job_id) & (Job.worker_name == worker_name) & (Job.state == JobState.RUNNING)
         )
 
+    def _update_owned_with_events(
+        self,
+        session: Session,
+        job_id: int,
+        owner: str,
+        events: list[PendingEvent],
+        owned_events: Iterable[PendingEvent] = (),
+        /,
+        **values,
+    ) -> bool:
+        """Update the job if ``owner`` still holds it, and write ``events`` either way (they
+        are its log) plus ``owned_events`` only if it does; one statement when it does."""
+        statement = (
+            update(Job)
+            .where(self._owned(job_id, owner))
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+        if self._write_with_events(session, statement, job_id, [*events, *owned_events]):
+            return True
+        self._events(session, job_id, events)  # not owned: write the log alone
+        return False
+
     def _update_owned(self, session: Session, job_id: int, owner: str, /, **values) -> bool:
-        result = session.execute(
+        result = session.connection().execute(
             update(Job)
             .where(self._owned(job_id, owner))
             .values(**values)
@@ -457,19 +590,31 @@ class JobEngine:
 
     def extend_lease(self, job_id: int, worker_name: str) -> LeaseStatus:
         """Push the lease out by one lease period; report ownership and cancellation."""
-        with self.db.session() as session:
-            owned = self._update_owned(
-                session, job_id, worker_name, lease_expires_at=self.clock() + self.lease
+        with self._single_statement_session() as session:
+            cancel = session.connection().scalar(
+                update(Job)
+                .where(self._owned(job_id, worker_name))
+                .values(lease_expires_at=self.clock() + self.lease)
+                .returning(Job.cancel_requested)
+                .execution_options(synchronize_session=False)
             )
-            cancel = session.scalar(select(Job.cancel_requested).where(Job.id == job_id))
-        return LeaseStatus(owned, bool(cancel))
+            if cancel is not None:
+                return LeaseStatus(True, bool(cancel))
+            cancel = session.connection().scalar(
+                select(Job.cancel_requested).where(Job.id == job_id)
+            )
+        return LeaseStatus(False, bool(cancel))
 
     def poll(self, job_id: int, worker_name: str) -> LeaseStatus:
         """Read-only: does this worker still own the job, and was cancellation asked?"""
         with self.db.session() as session:
-            row = session.execute(
-                select(Job.worker_name, Job.state, Job.cancel_requested).where(Job.id == job_id)
-            ).first()
+            row = (
+                session.connection()
+                .execute(
+                    select(Job.worker_name, Job.state, Job.cancel_requested).where(Job.id == job_id)
+                )
+                .first()
+            )
         if row is None:
             return LeaseStatus(False, True)
         return LeaseStatus(
@@ -492,10 +637,11 @@ class JobEngine:
         events = list(events)
         if not values and not events:
             return True
-        with self.db.session() as session:
-            owned = self._update_owned(session, job_id, worker_name, **values) if values else True
-            self._events(session, job_id, events)
-            return owned
+        with self._single_statement_session() as session:
+            if not values:
+                self._events(session, job_id, events)
+                return True
+            return self._update_owned_with_events(session, job_id, worker_name, events, **values)
 
     def save_leftovers(
         self,
@@ -513,12 +659,10 @@ class JobEngine:
         """
         progress = {k: v for k, v in progress.items() if k in self._PROGRESS}
         if session is not None:
-            owned = self._update_owned(
-                session, job_id, worker_name, leftovers=list(leftovers), **progress
+            return self._update_owned_with_events(
+                session, job_id, worker_name, list(events), leftovers=list(leftovers), **progress
             )
-            self._events(session, job_id, events)
-            return owned
-        with self.db.session() as own:
+        with self._single_statement_session() as own:
             return self.save_leftovers(job_id, worker_name, leftovers, events, own, **progress)
 
     def add_event(
@@ -541,12 +685,11 @@ class JobEngine:
         events: Iterable[PendingEvent] = (),
         **values: Any,
     ) -> bool:
-        with self.db.session() as session:
-            ok = self._update_owned(session, job_id, worker_name, **values)
-            events = list(events)
-            if ok and event:
-                events.append(PendingEvent(self.clock(), event[0], "", event[1]))
-            self._events(session, job_id, events)
+        last = [PendingEvent(self.clock(), event[0], "", event[1])] if event else []
+        with self._single_statement_session() as session:
+            ok = self._update_owned_with_events(
+                session, job_id, worker_name, list(events), last, **values
+            )
         if not ok:
             log.warning("job %s: worker %s no longer owns it; outcome dropped", job_id, worker_name)
         return ok
@@ -560,9 +703,10 @@ class JobEngine:
         message: str = "",
         events: Iterable[PendingEvent] = (),
         progress: Mapping[str, Any] | None = None,
+        result: Mapping[str, Any] | None = None,
     ) -> bool:
         """End the job successfully, writing the job's last ``events`` and ``progress``
-        values (bytes done …) in the same transaction."""
+        values (bytes done …) and the handler's ``result`` in the same transaction."""
         now = self.clock()
         if partial:
             state, level = JobState.PARTIALLY_SUCCEEDED, EventLevel.WARNING
@@ -585,6 +729,7 @@ class JobEngine:
             finished_at=now,
             lease_expires_at=None,
             error=None,
+            result=_jsonable(result) if result is not None else None,
             **values,
         )
 

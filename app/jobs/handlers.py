@@ -36,6 +36,8 @@ HANDLER_MODULES: tuple[str, ...] = (
     "app.protection.backup",
     "app.protection.restore",
     "app.protection.sync",
+    "app.protection.verify",
+    "app.protection.expire",
 )
 
 

@@ -67,8 +67,11 @@ class Scheduler:
         lock_key: int = SCHEDULER_LOCK_KEY,
         resync_minutes: int | None = None,
         notifier: Notifier | None = None,
+        repository_upkeep: tuple[int, int, float] | None = None,
     ):
         self.db = database
+        # (expire every N min, verify every M min, verify sample share); None: not scheduled.
+        self.repository_upkeep = repository_upkeep
         # Periodic inventory resync of every vCenter (None: only when asked).
         self.resync_minutes = resync_minutes
         self.notifier = notifier
@@ -101,6 +104,7 @@ class Scheduler:
                 Job.policy_id == policy.id,
                 Job.kind == JobKind.BACKUP,
                 Job.created_by == SCHEDULER,
+                Job.parent_id.is_(None),  # its runs, not the per-target jobs they queued
             )
             .order_by(Job.id.desc())
             .limit(5)
@@ -252,6 +256,8 @@ class Scheduler:
                     log.exception("policy %s: scheduling failed", policy.name)
             if self.resync_minutes:
                 created += self._schedule_syncs(session, now)
+            if self.repository_upkeep:
+                created += self._schedule_repository_upkeep(session, now)
             if self.notifier is not None:
                 try:
                     with session.begin_nested():
@@ -290,6 +296,18 @@ class Scheduler:
             session.add(job)
             session.flush()
             created.append(job.id)
+        return created
+
+    def _schedule_repository_upkeep(self, session: Session, now: datetime) -> list[int]:
+        from app.protection.expire import schedule_expiry
+        from app.protection.verify import schedule_verification
+
+        expire_every, verify_every, sample = self.repository_upkeep
+        created = []
+        if expire_every:
+            created += schedule_expiry(session, now, expire_every)
+        if verify_every:
+            created += schedule_verification(session, now, verify_every, sample)
         return created
 
     def run_forever(self, stop_event: threading.Event, interval: float = 30.0) -> None:

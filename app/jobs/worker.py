@@ -37,6 +37,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+def _result_record(result: JobResult | None) -> dict:
+    """What is kept of a handler's result on the job row (``jobs.result``)."""
+    if result is None:
+        return {"partial": False, "message": "", "details": {}}
+    return {"partial": result.partial, "message": result.message, "details": result.details}
+
+
 def _describe(exc: BaseException) -> str:
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
@@ -344,6 +351,7 @@ class Worker:
                 message=(result.message if result else ""),
                 events=events,
                 progress=progress,
+                result=_result_record(result),
             )
             if not ok:
                 return None

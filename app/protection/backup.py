@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, lazyload, selectinload
 
 from app.adapters import vsphere
+from app.adapters.arrays import ArrayError
 from app.audit import SYSTEM, record
 from app.db.models import (
     ExchangeDatabase,
@@ -30,16 +31,22 @@ from app.domain.protection import CopyLocation, ProtectionMethod, RestorePointSt
 from app.domain.retention import removal_blocker
 from app.jobs.context import JobContext, JobResult, PermanentError
 from app.jobs.handlers import register
+from app.protection import mailbox_backup
 from app.protection.holds import holds_by_point
 from app.protection.vcenter_access import JobVCenterAccess, for_job
+from app.strategies.array_snapshot import ArraySnapshot
 from app.strategies.base import BackupRun, BackupStrategy, PolicySpec, TargetSpec
 from app.strategies.declarations import DECLARATIONS
+from app.strategies.vm_image import VmImage
 from app.strategies.vm_snapshot import VmSnapshot, is_bulwark_snapshot
 
-# Methods whose strategies exist; the others arrive with their issues (repository, arrays,
-# mailboxes) and fail with a clear message until then.
+# Methods run as strategy steps (quiesce → snapshot → resume → copy). Mailbox backups go
+# over IMAP instead (app.protection.mailbox_backup); the in-guest agent stream does not exist
+# yet and fails with a clear message.
 STRATEGIES: dict[ProtectionMethod, type[BackupStrategy]] = {
     ProtectionMethod.VMFS_SNAPSHOT: VmSnapshot,
+    ProtectionMethod.VM_IMAGE: VmImage,
+    ProtectionMethod.ARRAY_SNAPSHOT: ArraySnapshot,
 }
 
 
@@ -88,6 +95,7 @@ def dispatch(ctx: JobContext) -> JobResult:
         policy = session.get(Policy, ctx.policy_id)
         if policy is None:
             raise PermanentError(f"policy {ctx.policy_id} no longer exists")
+        creator = session.scalar(select(Job.created_by).where(Job.id == ctx.job_id))
         declaration = DECLARATIONS[policy.method]
         servers = {
             s.id: s
@@ -105,11 +113,9 @@ def dispatch(ctx: JobContext) -> JobResult:
                     policy_id=policy.id,
                     server_id=t.server_id,
                     database_id=t.database_id,
-                    created_by=f"job {ctx.job_id}",
-                    params={
-                        "parent_job_id": ctx.job_id,
-                        "resources": _resources(session, servers[t.server_id]),
-                    },
+                    parent_id=ctx.job_id,
+                    created_by=creator or "system",
+                    params={"resources": _resources(session, servers[t.server_id])},
                     required_capabilities=[declaration.needs_proxy_capability]
                     if declaration.needs_proxy_capability
                     else [],
@@ -126,6 +132,23 @@ def dispatch(ctx: JobContext) -> JobResult:
 
 
 @dataclass(frozen=True)
+class _Server:
+    id: int
+    name: str
+    connection_id: int | None
+    vm_moref: str | None
+
+
+@dataclass(frozen=True)
+class _Database:
+    id: int
+    name: str
+    layout: Any
+    database_disk_key: int | None
+    log_disk_key: int | None
+
+
+@dataclass(frozen=True)
 class _Loaded:
     """What one target's backup reads from the database before it starts (one read)."""
 
@@ -137,14 +160,56 @@ class _Loaded:
 
 
 def _load(session: Session, ctx: JobContext) -> _Loaded:
-    # The policy's targets are not needed here: do not load them.
-    policy = session.get(Policy, ctx.policy_id, options=[lazyload(Policy.targets)])
-    server = session.get(ExchangeServer, ctx.server_id)
-    if policy is None or server is None:
+    # One query for the columns of policy, server and database (not their objects: nothing
+    # here changes them, and the policy's targets are not needed).
+    row = session.execute(
+        select(
+            Policy.id,
+            Policy.name,
+            Policy.method,
+            Policy.consistency,
+            Policy.pre_script,
+            Policy.post_script,
+            Policy.script_timeout_s,
+            Policy.keep_on_primary,
+            Policy.compliance_retention_days,
+            ExchangeServer.id.label("server_id"),
+            ExchangeServer.name.label("server_name"),
+            ExchangeServer.connection_id,
+            ExchangeServer.vm_moref,
+            ExchangeDatabase.id.label("database_id"),
+            ExchangeDatabase.name.label("database_name"),
+            ExchangeDatabase.layout,
+            ExchangeDatabase.database_disk_key,
+            ExchangeDatabase.log_disk_key,
+        )
+        .select_from(Policy)
+        .join(ExchangeServer, ExchangeServer.id == ctx.server_id)
+        .outerjoin(
+            ExchangeDatabase,
+            (ExchangeDatabase.id == ctx.database_id)
+            & (ExchangeDatabase.server_id == ExchangeServer.id),
+        )
+        .where(Policy.id == ctx.policy_id)
+    ).first()
+    if row is None:
         raise PermanentError("the policy or the server was removed before the backup ran")
-    if server.connection_id is None or server.vm_moref is None:
-        raise PermanentError(f"{server.name} is not linked to a VM in a vCenter")
-    db = session.get(ExchangeDatabase, ctx.database_id) if ctx.database_id else None
+    if row.connection_id is None or row.vm_moref is None:
+        raise PermanentError(f"{row.server_name} is not linked to a VM in a vCenter")
+    if ctx.database_id is not None and row.database_id is None:
+        raise PermanentError("the database was removed before the backup ran")
+    policy, server = row, _Server(row.server_id, row.server_name, row.connection_id, row.vm_moref)
+    db = (
+        _Database(
+            row.database_id,
+            row.database_name,
+            row.layout,
+            row.database_disk_key,
+            row.log_disk_key,
+        )
+        if row.database_id is not None
+        else None
+    )
     spec = PolicySpec(
         policy.id,
         policy.name,
@@ -175,6 +240,8 @@ def _load(session: Session, ctx: JobContext) -> _Loaded:
 def run_backup(ctx: JobContext) -> JobResult | None:
     if ctx.server_id is None:
         return dispatch(ctx)
+    if mailbox_backup.handles(ctx):  # over IMAP: no vCenter, no strategy steps
+        return mailbox_backup.run(ctx)
     with ctx.db.session() as session:
         loaded = _load(session, ctx)
     spec, target, method = loaded.spec, loaded.target, loaded.method
@@ -190,10 +257,16 @@ def run_backup(ctx: JobContext) -> JobResult | None:
         ctx.step("retain")
         partial = False
         try:
-            expired = apply_primary_retention(
-                ctx.db, access, spec.id, target, keep=spec.keep_on_primary
+            # A method that keeps its snapshots elsewhere (the array) applies its own.
+            retain = getattr(strategy, "retain_on_primary", None)
+            expired = (
+                retain(ctx.db, spec.id, target, keep=spec.keep_on_primary)
+                if retain is not None
+                else apply_primary_retention(
+                    ctx.db, access, spec.id, target, keep=spec.keep_on_primary
+                )
             )
-        except vsphere.VSphereError as exc:
+        except (vsphere.VSphereError, ArrayError) as exc:
             # The backup is done and cataloged: running it again would only add another
             # snapshot. Older snapshots are expired by the next run instead.
             ctx.warning(f"retention on primary storage did not finish: {exc}")
@@ -247,7 +320,7 @@ def _catalog(
                 location=c.location,
                 reference=c.reference,
                 connection_id=c.connection_id,
-                size_bytes=size,
+                size_bytes=c.size_bytes or size,
             )
             for c in run.copies
         ]
@@ -269,7 +342,7 @@ def _catalog(
         return point.id
 
 
-def _disk_bytes(session: Session, target: TargetSpec, db: ExchangeDatabase | None) -> int:
+def _disk_bytes(session: Session, target: TargetSpec, db: _Database | None) -> int:
     """Provisioned size of what the restore point covers (the database disk, or the VM)."""
     query = (
         select(VirtualDisk)
@@ -298,7 +371,19 @@ def apply_primary_retention(
             policy = session.get(Policy, policy_id, options=[lazyload(Policy.targets)])
             keep = policy.keep_on_primary if policy else 1
         keep = max(1, keep)
-        points = session.scalars(
+        # Only the restore points past the newest ``keep`` that still have a live snapshot,
+        # with their copies: usually none, so one query (a target's history of points whose
+        # snapshots are long gone is never loaded).
+        live_snapshot = (
+            select(RestorePointCopy.id)
+            .where(
+                RestorePointCopy.restore_point_id == RestorePoint.id,
+                RestorePointCopy.location == CopyLocation.VM_SNAPSHOT,
+                RestorePointCopy.removed_at.is_(None),
+            )
+            .exists()
+        )
+        candidates = session.scalars(
             select(RestorePoint)
             .where(
                 RestorePoint.policy_id == policy_id,
@@ -307,11 +392,12 @@ def apply_primary_retention(
                 if target.database_id is None
                 else RestorePoint.database_id == target.database_id,
                 RestorePoint.status == RestorePointStatus.AVAILABLE,
+                live_snapshot,
             )
             .order_by(RestorePoint.captured_at.desc(), RestorePoint.id.desc())
+            .offset(keep)
+            .options(selectinload(RestorePoint.copies))
         ).all()
-        live = [p for p in points if _primary_copy(p) is not None]
-        candidates = live[keep:]
         if not candidates:
             return []
         holds = holds_by_point(session, candidates)
@@ -351,6 +437,8 @@ def _primary_copy(point: RestorePoint) -> RestorePointCopy | None:
 
 
 def cleanup_backup(ctx: JobContext, leftovers: list[dict[str, Any]]) -> None:
+    if mailbox_backup.handles(ctx):
+        return mailbox_backup.cleanup(ctx, leftovers)
     with ctx.db.session() as session:
         cataloged = session.scalar(select(RestorePoint.id).where(RestorePoint.job_id == ctx.job_id))
     if cataloged is not None:

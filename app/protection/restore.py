@@ -13,13 +13,22 @@ from app.domain.jobs import JobKind
 from app.domain.protection import CopyLocation, RestorePointStatus
 from app.jobs.context import JobContext, JobResult, PermanentError
 from app.jobs.handlers import register
+from app.protection import array_restore, mailbox_restore, restore_new_vm, restore_repository
 from app.protection.vcenter_access import for_job
 
-MODES = ("revert",)
+MODES = ("revert", restore_repository.MODE)
 
 
 def run_restore(ctx: JobContext) -> JobResult:
+    if mailbox_restore.handles(ctx):  # mail over IMAP, not a VM
+        return mailbox_restore.run(ctx)
+    if array_restore.handles(ctx):
+        return array_restore.run_array_restore(ctx)
     mode = ctx.params.get("mode", "revert")
+    if mode == restore_repository.MODE:
+        return restore_repository.run_disk_restore(ctx)
+    if mode == restore_new_vm.MODE:
+        return restore_new_vm.run(ctx)
     if mode not in MODES:
         raise PermanentError(f"restore mode '{mode}' is not available")
     with ctx.db.session() as session:
@@ -60,4 +69,12 @@ def run_restore(ctx: JobContext) -> JobResult:
     return JobResult(message=f"{name} reverted to restore point {point.id}")
 
 
-register(JobKind.RESTORE, run_restore, capabilities=("vcenter",))
+def cleanup_restore(ctx: JobContext, leftovers: list[dict]) -> None:
+    restore_repository.cleanup_disk_restore(ctx, leftovers)
+    array_restore.cleanup_array_restore(ctx, leftovers)
+    restore_new_vm.cleanup(ctx, leftovers)
+
+
+# No capability for the kind as a whole: each restore job names what it needs (vCenter, an
+# array, a mail server), so a mail-only proxy can take mailbox restores.
+register(JobKind.RESTORE, run_restore, cleanup_restore)

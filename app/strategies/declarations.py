@@ -33,10 +33,19 @@ VM_IMAGE = Declaration(
         ),
     },
     ruled_out={},
+    # From the repository: every disk back over the original (the whole VM's disks), one disk
+    # as a new VMDK, or a download; a snapshot kept on primary storage can be reverted to.
     restores=frozenset({R.WHOLE_VM}),
+    restores_from_primary=frozenset({R.INSTANT_RECOVERY}),
     needs_connections=frozenset({ConnectionKind.VCENTER, ConnectionKind.REPOSITORY}),
     needs_proxy_capability="vcenter",
-    notes=("Disks in physical-mode RDMs are not in a VM snapshot; protect them on the array.",),
+    notes=(
+        "Disks in physical-mode RDMs are not in a VM snapshot; protect them on the array.",
+        "Each disk of the image can be restored on its own; a database disk on a VMDK or a "
+        "virtual-mode RDM restores the whole database (the VM powered off).",
+        "Without changed block tracking every backup reads the whole disks; only new blocks "
+        "are stored.",
+    ),
 )
 
 VMFS_SNAPSHOT = Declaration(
@@ -63,6 +72,7 @@ VMFS_SNAPSHOT = Declaration(
     restores_from_primary=frozenset({R.INSTANT_RECOVERY}),
     needs_connections=frozenset({ConnectionKind.VCENTER}),
     needs_proxy_capability="vcenter",
+    snapshots_disks=True,
     notes=(
         "Hot application-consistent backup of a virtual-mode RDM is not possible with VMFS "
         "snapshots: only in-guest agents (VMDK) or array snapshots (physical RDM) give that.",
@@ -94,6 +104,7 @@ ARRAY_SNAPSHOT = Declaration(
     restores_from_primary=frozenset({R.INSTANT_RECOVERY}),
     needs_connections=frozenset({ConnectionKind.VCENTER, ConnectionKind.ARRAY}),
     needs_proxy_capability="array",
+    snapshots_disks=True,
 )
 
 AGENT_STREAM = Declaration(

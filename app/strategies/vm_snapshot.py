@@ -37,6 +37,9 @@ def is_bulwark_snapshot(name: str) -> bool:
 
 class VmSnapshot(BackupStrategy):
     declaration = VMFS_SNAPSHOT
+    # Consistency levels the policy's pre/post-snapshot scripts bring about (array snapshots
+    # add hot_application: there the pre-snapshot command is a VSS-aware freeze).
+    script_quiesce_for: tuple[Consistency, ...] = (Consistency.HOT_CRASH_SCRIPTED, Consistency.WARM)
 
     def __init__(self, access: VCenterAccess):
         self._access = access
@@ -80,7 +83,7 @@ class VmSnapshot(BackupStrategy):
                 f"{target.server_name} shut down for a cold snapshot ({how.replace('_', ' ')})",
                 step="quiesce",
             )
-        elif asked in (Consistency.HOT_CRASH_SCRIPTED, Consistency.WARM) and run.policy.pre_script:
+        elif asked in self.script_quiesce_for and run.policy.pre_script:
             run.ctx.add_leftover(self._leftover(run, "quiesced"))
             run.quiesce_started()
             # From here on the database may be quiesced: resume runs whatever happens next.

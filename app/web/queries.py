@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from croniter import croniter
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -30,7 +29,7 @@ from app.domain.protection import (
     RestorePointStatus,
     Verification,
 )
-from app.domain.rpo import DayCompliance, Protected, compliance_by_day
+from app.domain.rpo import DayCompliance, Protected, compliance_by_day, objective_s
 
 PROXY_FRESH_S = 120
 # The newest restore point is "near the objective" from this fraction of the RPO on.
@@ -113,12 +112,12 @@ def names(session: Session, model, ids: Iterable[int | None]) -> dict[int, str]:
 
 
 def child_jobs(session: Session, job: Job) -> list[Any]:
-    """The per-target jobs a policy-wide backup job queued (they name it as their creator)."""
+    """The jobs a job queued (a policy-wide backup's per-target jobs)."""
     return list(
         session.execute(
             select(Job, ExchangeServer.name.label("server_name"))
             .outerjoin(ExchangeServer, ExchangeServer.id == Job.server_id)
-            .where(Job.created_by == f"job {job.id}")
+            .where(Job.parent_id == job.id)
             .order_by(Job.id)
             .limit(200)
         ).all()
@@ -133,28 +132,6 @@ def revertible(point: RestorePoint) -> bool:
 
 
 # -- recovery point objective, measured -------------------------------------------------------
-
-
-def schedule_interval_s(expr: str | None, now: datetime) -> float | None:
-    """The longest gap between runs of a cron schedule over its next runs: the recovery point
-    objective a cron policy implies (a daily run cannot promise better than a day)."""
-    if not expr or not croniter.is_valid(expr):
-        return None
-    it = croniter(expr, now)
-    times = [it.get_next(datetime) for _ in range(9)]
-    return max((b - a).total_seconds() for a, b in zip(times, times[1:], strict=False))
-
-
-def objective_s(
-    rpo_minutes: int | None, cron: str | None, now: datetime, memo: dict[str, float | None]
-) -> float | None:
-    """A policy's recovery point objective in seconds: its stated RPO, or the longest gap of
-    its schedule (``memo`` keeps one per expression: many servers share few schedules)."""
-    if rpo_minutes is not None:
-        return float(rpo_minutes) * 60
-    if cron not in memo:
-        memo[cron] = schedule_interval_s(cron, now)
-    return memo[cron]
 
 
 def rpo_status(age_s: float | None, objective_s: float | None) -> str:

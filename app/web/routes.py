@@ -8,13 +8,17 @@ from starlette.responses import Response
 
 from app.web.errors import WebRoute, error_page
 from app.web.pages import (
+    arrays,
     auth,
     catalog,
     connections,
+    disk_images,
     holds,
     inventory,
+    mailboxes,
     overview,
     policies,
+    repositories,
     restore_points,
     servers,
 )
@@ -24,11 +28,15 @@ for module in (
     auth,
     overview,
     connections,
+    arrays,
     inventory,
     servers,
     policies,
     catalog,
     restore_points,
+    disk_images,
+    repositories,
+    mailboxes,
     holds,
 ):
     router.include_router(module.router)

@@ -18,8 +18,19 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    pass
+    with op.batch_alter_table('jobs', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('parent_id', sa.Integer(), nullable=True))
+        batch_op.add_column(sa.Column('result', sa.JSON(), nullable=True))
+        batch_op.create_index(batch_op.f('ix_jobs_parent_id'), ['parent_id'], unique=False)
+        batch_op.create_foreign_key(
+            batch_op.f('fk_jobs_parent_id_jobs'), 'jobs', ['parent_id'], ['id'],
+            ondelete='SET NULL',
+        )
 
 
 def downgrade() -> None:
-    pass
+    with op.batch_alter_table('jobs', schema=None) as batch_op:
+        batch_op.drop_constraint(batch_op.f('fk_jobs_parent_id_jobs'), type_='foreignkey')
+        batch_op.drop_index(batch_op.f('ix_jobs_parent_id'))
+        batch_op.drop_column('result')
+        batch_op.drop_column('parent_id')

@@ -174,3 +174,36 @@ def test_advice_per_database(app, client, admin):
     assert by_db["DB01"]["mailbox"]["applies"]
     assert not by_db["DB02"]["vmfs_snapshot"]["applies"]
     assert "VMFS cannot snapshot" in by_db["DB02"]["vmfs_snapshot"]["reason"]
+
+
+def test_advice_and_policies_look_at_the_log_disk(app, client, admin):
+    cid = _vcenter(client, admin)
+    _synced_vm(app, cid)
+    server = client.post(
+        "/api/v1/servers",
+        headers=admin,
+        json={
+            "name": "EXCH-MBX01",
+            "connection_id": cid,
+            "vm_moref": "vm-42",
+            # Database on a VMDK, its logs on a physical-mode RDM.
+            "databases": [{"name": "DB01", "database_disk_key": 2000, "log_disk_key": 2001}],
+        },
+    ).json()
+    advice = client.get(f"/api/v1/servers/{server['id']}/advice", headers=admin).json()
+    options = {o["method"]: o for o in advice["databases"][0]["options"]}
+    assert not options["vmfs_snapshot"]["applies"]
+    assert "logs are on a physical-mode RDM" in options["vmfs_snapshot"]["reason"]
+    assert options["agent_stream"]["applies"]
+    r = client.post(
+        "/api/v1/policies",
+        headers=admin,
+        json={
+            "name": "db01",
+            "method": "vmfs_snapshot",
+            "consistency": "hot_application",
+            "rpo_minutes": 60,
+            "targets": [{"server_id": server["id"], "database_id": server["databases"][0]["id"]}],
+        },
+    )
+    assert_problem(r, 422, "EXCH-MBX01/DB01: the logs are on a physical-mode RDM")

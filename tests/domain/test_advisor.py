@@ -123,3 +123,48 @@ def test_every_layout_has_a_method_and_reasons_for_the_rest():
         assert any(o.applies for o in opts)
         for o in opts:
             assert o.reason and (o.applies or o.reason != "not for this layout"), (layout, o)
+
+
+def test_log_disk_a_snapshot_method_cannot_take_rules_it_out():
+    # Database on a VMDK, logs on a physical-mode RDM: VMFS snapshots would miss the logs.
+    opts = {o.method: o for o in advise(DECLARATIONS.values(), L.VMDK, L.RDM_PHYSICAL)}
+    vmfs = opts["vmfs_snapshot"]
+    assert not vmfs.applies and vmfs.consistency == [] and vmfs.restores == []
+    assert "logs are on a physical-mode RDM" in vmfs.reason
+    assert "VMFS cannot snapshot" in vmfs.reason  # the whitepaper's reason, quoted
+    # Methods that read through the guest do not care which disk the logs are on.
+    assert opts["agent_stream"].applies and opts["mailbox"].applies
+    # Database on a physical-mode RDM, logs on a VMDK: the array cannot snapshot the logs.
+    array = {o.method: o for o in advise(DECLARATIONS.values(), L.RDM_PHYSICAL, L.VMDK)}
+    assert not array["array_snapshot"].applies
+    assert "logs are on a VMDK" in array["array_snapshot"].reason
+
+
+def test_log_disk_of_another_kind_limits_consistency_to_what_both_reach():
+    # Logs on a virtual-mode RDM: VMFS snapshots take both, but VSS through VMware Tools does
+    # not make the RDM application-consistent, so the best is scripted.
+    opts = {o.method: o for o in advise(DECLARATIONS.values(), L.VMDK, L.RDM_VIRTUAL)}
+    vmfs = opts["vmfs_snapshot"]
+    assert vmfs.applies
+    levels = [c["consistency"] for c in vmfs.consistency]
+    assert "hot_application" not in levels and levels[0] == "hot_crash_scripted"
+    same = {o.method: o for o in advise(DECLARATIONS.values(), L.VMDK, L.VMDK)}
+    assert same["vmfs_snapshot"].consistency == _options(L.VMDK)["vmfs_snapshot"].consistency
+
+
+def test_policy_problems_name_the_log_disk():
+    request = PolicyRequest(
+        target="EXCH-MBX07/DB70",
+        layout=L.VMDK,
+        consistency=C.HOT_APPLICATION,
+        has_scripts=False,
+        keep_on_primary=1,
+        restores_needed=frozenset({R.WHOLE_DATABASE}),
+        log_layout=L.RDM_PHYSICAL,
+    )
+    (problem,) = policy_problems(DECLARATIONS[M.VMFS_SNAPSHOT], request)
+    assert problem.startswith("EXCH-MBX07/DB70: the logs are on a physical-mode RDM")
+    scripted = PolicyRequest(**{**request.__dict__, "log_layout": L.RDM_VIRTUAL})
+    (problem,) = policy_problems(DECLARATIONS[M.VMFS_SNAPSHOT], scripted)
+    assert "cannot reach hot_application" in problem
+    assert policy_problems(DECLARATIONS[M.AGENT_STREAM], request) == []

@@ -34,11 +34,13 @@ def test_certificate_is_verified_until_its_thumbprint_is_trusted(client, admin, 
     assert (
         client.get(f"/api/v1/connections/{conn['id']}", headers=admin).json()["status"] == "failed"
     )
-    client.patch(
-        f"/api/v1/connections/{conn['id']}",
+    r = client.post(
+        f"/api/v1/connections/{conn['id']}/trust",
         headers=admin,
-        json={"trusted_thumbprint": result["presented_thumbprint"]},
+        json={"fingerprint": result["presented_thumbprint"]},
     )
+    assert r.status_code == 200, r.text
+    assert r.json()["trusted_thumbprint"] == lab.thumbprint
     result = client.post(f"/api/v1/connections/{conn['id']}/test", headers=admin).json()
     assert result["ok"] is True, result
     assert client.get(f"/api/v1/connections/{conn['id']}", headers=admin).json()["status"] == "ok"
@@ -164,3 +166,30 @@ def test_advisor_on_discovered_servers(client, admin, lab):
             }[db["layout"]]
             assert applies == expected, (server["name"], db["name"], applies)
     assert seen_layouts == {"vmdk", "rdm_physical", "rdm_virtual"}
+
+
+def test_trusting_needs_the_fingerprint_the_server_presents(client, admin, lab):
+    conn = _add_vcenter(client, admin, lab, trusted_thumbprint=None)
+    url = f"/api/v1/connections/{conn['id']}"
+    # PATCH can no longer trust a pasted fingerprint: it points at the checked way.
+    r = client.patch(url, headers=admin, json={"trusted_thumbprint": lab.thumbprint})
+    assert_problem(r, 422, "/trust")
+    other = ":".join(["AB"] * 32)
+    r = client.post(f"{url}/trust", headers=admin, json={"fingerprint": other})
+    assert_problem(r, 409, lab.thumbprint)  # names what the server really presents
+    assert client.get(url, headers=admin).json()["trusted_thumbprint"] is None
+    r = client.post(f"{url}/trust", headers=admin, json={"fingerprint": "not-hex"})
+    assert_problem(r, 422, "fingerprint")
+    r = client.post(
+        f"{url}/trust", headers=admin, json={"fingerprint": lab.thumbprint.replace(":", "")}
+    )
+    assert r.status_code == 200, r.text
+    assert client.post(f"{url}/test", headers=admin).json()["ok"] is True
+    audit = client.get(
+        "/api/v1/audit-events?action=connection.trust_certificate", headers=admin
+    ).json()
+    assert [e["outcome"] for e in audit["items"]] == ["success", "failure"]
+    # Clearing is still a PATCH; afterwards the certificate is verified again (and refused).
+    r = client.patch(url, headers=admin, json={"trusted_thumbprint": None})
+    assert r.status_code == 200 and r.json()["trusted_thumbprint"] is None
+    assert client.post(f"{url}/test", headers=admin).json()["ok"] is False

@@ -165,7 +165,7 @@ def children(runtime, parent_id: int) -> list[int]:
     """The per-target backup jobs a policy-wide run queued."""
     with runtime.db.session() as session:
         jobs = session.scalars(select(Job).where(Job.kind == "backup").order_by(Job.id)).all()
-        return [j.id for j in jobs if (j.params or {}).get("parent_job_id") == parent_id]
+        return [j.id for j in jobs if j.parent_id == parent_id]
 
 
 def backup_now(client, admin, runtime, worker: Worker, policy_id: int) -> list[dict]:

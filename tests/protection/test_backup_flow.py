@@ -58,6 +58,14 @@ def test_hot_application_snapshot_of_a_vmdk_database(client, admin, estate, runt
 
     (point,) = restore_points(client, admin, policy_id=policy["id"])
     assert point["job_id"] == done["id"]
+    # The job keeps what its handler reported, and names the policy-wide run that queued it,
+    # which lists it and inherits nothing but its creator.
+    assert done["result"]["details"]["restore_point_id"] == point["id"]
+    assert done["result"]["message"] == f"restore point {point['id']}"
+    parent = client.get(f"/api/v1/jobs/{done['parent_id']}", headers=admin).json()
+    assert [c["id"] for c in parent["children"]] == [done["id"]]
+    assert parent["result"]["details"]["jobs"] == [done["id"]]
+    assert done["created_by"] == parent["created_by"] != "system"
     assert point["database_id"] == estate.database("EXCH-MBX01", "DB01")["id"]
     assert point["consistency"] == "hot_application"
     assert "whole_database" in point["capabilities"]

@@ -12,7 +12,8 @@ from app.db.models import ExchangeServer, Job, Policy, PolicyTarget, RestorePoin
 from app.db.types import utcnow
 from app.domain.jobs import JobKind, JobState
 from app.domain.protection import Consistency, ProtectionMethod, RestorePointStatus
-from app.web.queries import rpo_status, schedule_interval_s
+from app.domain.rpo import schedule_interval_s
+from app.web.queries import rpo_status
 
 
 def _server_with_policy(

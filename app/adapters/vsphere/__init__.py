@@ -15,6 +15,7 @@ from .client import (
     format_thumbprint,
     normalize_thumbprint,
 )
+from .cloning import Clone, NameTaken, clone_from_snapshot, clone_made_by, destroy_vm
 from .disks import FLAT, OTHER, RDM_PHYSICAL, RDM_VIRTUAL, VirtualDisk
 from .errors import (
     AuthenticationFailed,
@@ -56,6 +57,7 @@ __all__ = [
     "RDM_VIRTUAL",
     "AuthenticationFailed",
     "CertificateUntrusted",
+    "Clone",
     "Cluster",
     "Datacenter",
     "Datastore",
@@ -65,6 +67,7 @@ __all__ = [
     "GuestResult",
     "Host",
     "Inventory",
+    "NameTaken",
     "ObjectNotFound",
     "PowerStateTimeout",
     "Snapshot",
@@ -76,8 +79,11 @@ __all__ = [
     "VSphereError",
     "VirtualDisk",
     "VirtualMachine",
+    "clone_from_snapshot",
+    "clone_made_by",
     "connect",
     "create_snapshot",
+    "destroy_vm",
     "fetch_thumbprint",
     "format_thumbprint",
     "iter_vms",

@@ -11,7 +11,12 @@ from app.api.deps import DbSession, Reader, require, runtime
 from app.api.pagination import Page, PageWindow, paginate
 from app.api.problems import Problem, conflict, invalid, not_found
 from app.api.schemas.common import normalise_thumbprint
-from app.api.schemas.connections import ConnectionCreate, ConnectionOut, ConnectionUpdate
+from app.api.schemas.connections import (
+    ConnectionCreate,
+    ConnectionOut,
+    ConnectionUpdate,
+    TrustIn,
+)
 from app.api.schemas.inventory import ConnectionTestOut, SyncOut
 from app.audit import record
 from app.db.models import Connection, ExchangeServer, Policy
@@ -72,6 +77,10 @@ def create_connection(
     conn = Connection(
         **body.model_dump(exclude={"password", "guest_password", "trusted_thumbprint"})
     )
+    if conn.kind == ConnectionKind.REPOSITORY:
+        conn.options = _repository_options(conn.options)
+    if conn.kind == ConnectionKind.MAIL:
+        conn.options = _mail_options(conn.options)
     conn.trusted_thumbprint = normalise_thumbprint(body.trusted_thumbprint)
     box = runtime(request).secrets
     if body.password is not None:
@@ -122,6 +131,12 @@ def update_connection(
     )
     if "name" in changes and changes["name"] != conn.name:
         _name_taken(session, changes["name"], conn.id)
+    if conn.kind == ConnectionKind.REPOSITORY and changes.get("options") is not None:
+        changes["options"] = _repository_options(changes["options"])
+        if changes["options"] != conn.options:
+            conn.status = ConnectionStatus.UNTESTED
+    if conn.kind == ConnectionKind.MAIL and changes.get("options") is not None:
+        changes["options"] = _mail_options(changes["options"])
     for field, value in changes.items():
         setattr(conn, field, value)
     changed = sorted(changes)
@@ -136,16 +151,25 @@ def update_connection(
         )
         changed.append("guest_password")
     if "trusted_thumbprint" in body.model_fields_set:
-        conn.trusted_thumbprint = normalise_thumbprint(body.trusted_thumbprint)
-        record(
-            session,
-            principal.actor,
-            "connection.trust_certificate",
-            "connection",
-            conn.id,
-            thumbprint=conn.trusted_thumbprint,
-        )
-        changed.append("trusted_thumbprint")
+        wanted = normalise_thumbprint(body.trusted_thumbprint)
+        if wanted is not None and wanted != conn.trusted_thumbprint:
+            # Trusting goes through POST …/trust, which checks what the server presents.
+            raise invalid(
+                f"to trust a certificate, POST /api/v1/connections/{conn.id}/trust with "
+                '{"fingerprint": …}: it is checked against the certificate the server '
+                "presents; here a trusted certificate can only be cleared (null)",
+                "trusted_thumbprint",
+            )
+        if wanted is None and conn.trusted_thumbprint is not None:
+            conn.trusted_thumbprint = None
+            record(
+                session,
+                principal.actor,
+                "connection.distrust_certificate",
+                "connection",
+                conn.id,
+            )
+            changed.append("trusted_thumbprint")
     if {"host", "port", "username", "password", "verify_tls", "trusted_thumbprint"} & set(changed):
         conn.status = ConnectionStatus.UNTESTED
     record(session, principal.actor, "connection.update", "connection", conn.id, fields=changed)
@@ -176,6 +200,76 @@ def delete_connection(connection_id: int, session: DbSession, principal=Admin):
     return Response(status_code=204)
 
 
+def _repository_options(options: dict) -> dict:
+    from app.repository.connection import validate_options
+
+    try:
+        return validate_options(options)
+    except ValueError as exc:
+        raise invalid(str(exc), "options") from exc
+
+
+def _mail_options(options: dict) -> dict:
+    from app.mailboxes.connections import InvalidMailOptions, validate_options
+
+    try:
+        return validate_options(options)
+    except InvalidMailOptions as exc:
+        raise invalid(str(exc), "options") from exc
+
+
+def trust_certificate(session, conn: Connection, fingerprint: str, actor) -> None:
+    """Trust one certificate for ``conn`` (audited); the caller checked it was presented."""
+    conn.trusted_thumbprint = normalise_thumbprint(fingerprint)
+    conn.status = ConnectionStatus.UNTESTED
+    record(
+        session,
+        actor,
+        "connection.trust_certificate",
+        "connection",
+        conn.id,
+        thumbprint=conn.trusted_thumbprint,
+    )
+
+
+@router.post(
+    "/{connection_id}/trust",
+    response_model=ConnectionOut,
+    summary="Trust the certificate the vCenter presents, given its expected fingerprint",
+)
+def trust_connection(connection_id: int, body: TrustIn, session: DbSession, principal=Admin):
+    conn = _vcenter(session, connection_id)
+    expected = normalise_thumbprint(body.fingerprint)
+    try:
+        presented = normalise_thumbprint(vsphere.fetch_thumbprint(conn.host, conn.port or 443))
+    except vsphere.VSphereError as exc:
+        raise Problem(
+            502, f"vCenter '{conn.name}': {exc}; nothing was trusted", type_="/problems/vcenter"
+        ) from exc
+    if presented != expected:
+        record(
+            session,
+            principal.actor,
+            "connection.trust_certificate",
+            "connection",
+            conn.id,
+            outcome="failure",
+            expected=expected,
+            presented=presented,
+        )
+        session.commit()
+        raise Problem(
+            409,
+            f"'{conn.name}' presents a certificate with fingerprint {presented}, not "
+            f"{expected}; nothing was trusted. Check the fingerprint with the vCenter's "
+            "administrator: a different certificate may mean someone is in between.",
+            type_="/problems/certificate-mismatch",
+            title="The certificate presented is not the one expected",
+        )
+    trust_certificate(session, conn, expected, principal.actor)
+    return conn
+
+
 def _vcenter(session, connection_id: int) -> Connection:
     conn = get_connection(session, connection_id)
     if conn.kind != ConnectionKind.VCENTER:
@@ -189,8 +283,22 @@ def _vcenter(session, connection_id: int) -> Connection:
     summary="Sign in to the system and report what happened",
 )
 def test_connection(connection_id: int, session: DbSession, request: Request, principal=Admin):
-    conn = _vcenter(session, connection_id)
-    result = vcenter.test_connection(conn, runtime(request).secrets)
+    conn = get_connection(session, connection_id)
+    if conn.kind == ConnectionKind.ARRAY:
+        from app.api.routes.arrays import test_array
+
+        return test_array(session, conn, principal.actor)
+    if conn.kind == ConnectionKind.REPOSITORY:
+        from app.api.routes.repositories import test_repository
+
+        return test_repository(session, conn, principal.actor, runtime(request))
+    if conn.kind == ConnectionKind.MAIL:  # signs in and lists the protected mailboxes
+        from app.mailboxes.connections import test_connection as test_mail
+
+        result = test_mail(conn, runtime(request).secrets)
+    else:
+        conn = _vcenter(session, connection_id)
+        result = vcenter.test_connection(conn, runtime(request).secrets)
     record(
         session,
         principal.actor,

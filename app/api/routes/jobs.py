@@ -19,6 +19,7 @@ from app.db.types import utcnow
 from app.domain.connections import ConnectionKind
 from app.domain.jobs import JobKind, JobState
 from app.domain.protection import CopyLocation
+from app.protection import array_restore, restore_new_vm
 from app.security.roles import Permission
 
 router = APIRouter(prefix=API_PREFIX, tags=["jobs"])
@@ -45,6 +46,7 @@ def list_jobs(
     kind: JobKind | None = None,
     policy_id: int | None = None,
     server_id: int | None = None,
+    parent_id: int | None = Query(default=None, description="Jobs queued by this job"),
     since: datetime | None = Query(default=None, description="Created at or after"),
     sort: str | None = Query(default=None, description="created_at, state, kind, finished_at"),
     window: PageWindow = Depends(),
@@ -55,6 +57,7 @@ def list_jobs(
         (Job.kind, kind),
         (Job.policy_id, policy_id),
         (Job.server_id, server_id),
+        (Job.parent_id, parent_id),
     ):
         if value is not None:
             query = query.where(column == value)
@@ -91,8 +94,22 @@ def _confirm_restore(session: Session, point: RestorePoint, params: dict) -> Non
     server = session.get(ExchangeServer, point.server_id) if point.server_id else None
     if server is None:
         raise invalid("the restore point's server no longer exists", "restore_point_id")
+    if array_restore.is_array_point(point):
+        try:
+            array_restore.confirm(point, server.name, params)
+        except array_restore.RestoreRefused as exc:
+            raise invalid(str(exc), "params") from exc
+        return
+    if params.get("mode") == restore_new_vm.MODE:
+        try:
+            restore_new_vm.confirm(point, server.name, params)
+        except restore_new_vm.RestoreRefused as exc:
+            raise invalid(str(exc), "params") from exc
+        return
     if params.get("mode", "revert") != "revert":
-        raise invalid("the only restore mode available is 'revert'", "params")
+        raise invalid(
+            f"restore modes available here are 'revert' and '{restore_new_vm.MODE}'", "params"
+        )
     if not any(
         c.location == CopyLocation.VM_SNAPSHOT and c.removed_at is None for c in point.copies
     ):
@@ -123,16 +140,22 @@ def create_job(body: JobCreate, session: DbSession, principal: Reader):
         if getattr(body, key) is not None:
             params[key] = getattr(body, key)
     server_id = body.server_id
+    capabilities: list[str] = []
     if body.kind == JobKind.RESTORE:
         params["requested_by"] = principal.actor.name
         # Restores take the server's slot: never beside a backup of the same server.
-        server_id = session.get(RestorePoint, body.restore_point_id).server_id
+        point = session.get(RestorePoint, body.restore_point_id)
+        server_id = point.server_id
+        capabilities = ["vcenter"]  # VM restores work through vCenter (power, revert, upload)
+        if array_restore.is_array_point(point):
+            capabilities.append(array_restore.CAPABILITY)  # and a proxy that reaches the array
     job = Job(
         kind=body.kind,
         policy_id=body.policy_id,
         server_id=server_id,
         database_id=body.database_id,
         params=params,
+        required_capabilities=capabilities,
         created_by=principal.actor.name,
     )
     session.add(job)
@@ -146,7 +169,14 @@ def read_job(job_id: int, session: DbSession, _: Reader):
     job = session.scalar(select(Job).where(Job.id == job_id).options(selectinload(Job.events)))
     if job is None:
         raise not_found("job", job_id)
-    return job
+    children = session.scalars(select(Job).where(Job.parent_id == job_id).order_by(Job.id))
+    return JobDetail.model_validate(
+        {
+            **JobOut.model_validate(job).model_dump(),
+            "events": job.events,
+            "children": list(children),
+        }
+    )
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobOut, summary="Ask a job to stop")

@@ -10,6 +10,7 @@ from app.api import API_PREFIX
 from app.api.deps import DbSession, Reader, require, runtime
 from app.api.pagination import Page, PageWindow, paginate
 from app.api.problems import Problem, conflict, invalid, not_found
+from app.api.routes.servers import log_layouts
 from app.api.schemas.policies import PolicyCreate, PolicyOut, PolicyUpdate, TargetIn
 from app.audit import record
 from app.db.models import Connection, ExchangeDatabase, ExchangeServer, Policy, PolicyTarget
@@ -88,6 +89,7 @@ def _check_fits_targets(session: Session, policy: Policy, targets: list[PolicyTa
             )
         )
     }
+    logs = log_layouts(session, databases)
     problems = []
     for t in targets:
         db = databases.get(t.database_id) if t.database_id else None
@@ -101,6 +103,7 @@ def _check_fits_targets(session: Session, policy: Policy, targets: list[PolicyTa
                 has_scripts=bool(policy.pre_script and policy.post_script),
                 keep_on_primary=policy.keep_on_primary,
                 restores_needed=frozenset(RestoreCapability(c) for c in policy.restores_needed),
+                log_layout=logs.get(db.id) if db else None,
             ),
         )
     if problems:

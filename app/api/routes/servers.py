@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from fastapi import APIRouter, Depends, Query, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
@@ -31,7 +33,12 @@ from app.db.models import (
 )
 from app.domain.advisor import advise
 from app.domain.connections import ConnectionKind
-from app.domain.protection import DatabaseLayout, LayoutError, layout_from_disks
+from app.domain.protection import (
+    DatabaseLayout,
+    LayoutError,
+    layout_for_backing,
+    layout_from_disks,
+)
 from app.security.roles import Permission
 from app.strategies import DECLARATIONS
 
@@ -176,9 +183,35 @@ def delete_server(server_id: int, session: DbSession, principal=Manager):
     return Response(status_code=204)
 
 
-def _options_for(layout: DatabaseLayout, scope: str) -> list[MethodAdvice]:
+def _options_for(
+    layout: DatabaseLayout, scope: str, log_layout: DatabaseLayout | None = None
+) -> list[MethodAdvice]:
     declarations = [d for d in DECLARATIONS.values() if d.scope == scope]
-    return [MethodAdvice.model_validate(o) for o in advise(declarations, layout)]
+    return [MethodAdvice.model_validate(o) for o in advise(declarations, layout, log_layout)]
+
+
+def log_layouts(session: Session, database_ids: Iterable[int]) -> dict[int, DatabaseLayout]:
+    """The backing of each database's log disk, from the inventory, in one query (databases
+    without a log disk of their own, or whose VM is not synced, are left out)."""
+    ids = sorted(set(database_ids))
+    if not ids:
+        return {}
+    rows = session.execute(
+        select(ExchangeDatabase.id, VirtualDisk.backing)
+        .join(ExchangeServer, ExchangeServer.id == ExchangeDatabase.server_id)
+        .join(
+            VirtualMachine,
+            (VirtualMachine.connection_id == ExchangeServer.connection_id)
+            & (VirtualMachine.moref == ExchangeServer.vm_moref),
+        )
+        .join(
+            VirtualDisk,
+            (VirtualDisk.vm_id == VirtualMachine.id)
+            & (VirtualDisk.device_key == ExchangeDatabase.log_disk_key),
+        )
+        .where(ExchangeDatabase.id.in_(ids))
+    )
+    return {db_id: layout for db_id, backing in rows if (layout := layout_for_backing(backing))}
 
 
 @router.get(
@@ -188,6 +221,7 @@ def _options_for(layout: DatabaseLayout, scope: str) -> list[MethodAdvice]:
 )
 def server_advice(server_id: int, session: DbSession, _: Reader):
     server = get_server(session, server_id)
+    logs = log_layouts(session, (db.id for db in server.databases))
     return ServerAdvice(
         server_id=server.id,
         server=server.name,
@@ -198,7 +232,7 @@ def server_advice(server_id: int, session: DbSession, _: Reader):
                 database_id=db.id,
                 name=db.name,
                 layout=db.layout,
-                options=_options_for(db.layout, "database"),
+                options=_options_for(db.layout, "database", logs.get(db.id)),
             )
             for db in server.databases
         ],

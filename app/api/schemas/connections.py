@@ -59,6 +59,15 @@ class ConnectionUpdate(Input):
         return value if value is None else ConnectionCreate._no_secrets_in_options(value)
 
 
+class TrustIn(Input):
+    """Trust the certificate the server presents, by its SHA-256 fingerprint."""
+
+    fingerprint: Thumbprint = Field(
+        description="SHA-256 of the certificate as the operator checked it out of band; "
+        "refused unless the server presents exactly this certificate now"
+    )
+
+
 class ConnectionOut(Output):
     id: int
     name: str

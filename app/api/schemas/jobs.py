@@ -36,6 +36,7 @@ class JobOut(Output):
     policy_id: int | None
     server_id: int | None
     database_id: int | None
+    parent_id: int | None = Field(description="The job that queued this one")
     params: dict[str, Any]
     required_capabilities: list[str]
     progress_percent: float
@@ -47,14 +48,26 @@ class JobOut(Output):
     worker_name: str | None
     cancel_requested: bool
     error: str | None
+    result: dict[str, Any] | None = Field(
+        description="On success: the handler's message and details (restore point made …)"
+    )
     created_by: str
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
 
 
+class JobChild(Output):
+    id: int
+    kind: JobKind
+    state: JobState
+    server_id: int | None
+    database_id: int | None
+
+
 class JobDetail(JobOut):
     events: list[JobEventOut]
+    children: list[JobChild] = Field(description="The jobs this one queued, oldest first")
 
 
 class ProxyOut(Output):

@@ -1,5 +1,6 @@
 """Every table, imported here so metadata and Alembic see them all."""
 
+from app.db.models.arrays import ArrayVolume
 from app.db.models.audit import AuditEvent
 from app.db.models.catalog import LegalHold, RestorePoint, RestorePointCopy
 from app.db.models.connections import Connection
@@ -13,11 +14,21 @@ from app.db.models.inventory import (
     VirtualMachine,
 )
 from app.db.models.jobs import Job, JobEvent, Proxy
+from app.db.models.mailboxes import (
+    ArchiveMessage,
+    Mailbox,
+    MailboxRestorePoint,
+    MailFolder,
+    MailItem,
+)
 from app.db.models.policies import Policy, PolicyTarget
+from app.db.models.repository import RepositoryUsage
 from app.db.models.users import ApiToken, User
 
 __all__ = [
     "ApiToken",
+    "ArrayVolume",
+    "ArchiveMessage",
     "AuditEvent",
     "Cluster",
     "Connection",
@@ -29,9 +40,14 @@ __all__ = [
     "Job",
     "JobEvent",
     "LegalHold",
+    "MailFolder",
+    "MailItem",
+    "Mailbox",
+    "MailboxRestorePoint",
     "Policy",
     "PolicyTarget",
     "Proxy",
+    "RepositoryUsage",
     "RestorePoint",
     "RestorePointCopy",
     "User",

@@ -29,6 +29,10 @@ class Job(Base):
     database_id: Mapped[int | None] = mapped_column(
         ForeignKey("exchange_databases.id", ondelete="SET NULL")
     )
+    # The job that queued this one (a policy-wide run queues one job per target).
+    parent_id: Mapped[int | None] = mapped_column(
+        ForeignKey("jobs.id", ondelete="SET NULL"), index=True
+    )
     # Kind-specific input: for a restore, the restore point and destination.
     params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     required_capabilities: Mapped[list[str]] = mapped_column(JSON, default=list)
@@ -46,6 +50,9 @@ class Job(Base):
     # cleaned up by whoever takes the job over.
     leftovers: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     error: Mapped[str | None] = mapped_column(Text)
+    # What the handler reported on success: its message and details (the restore point made,
+    # the snapshots expired, the jobs queued…).
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_by: Mapped[str] = mapped_column(String(64), default="system")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

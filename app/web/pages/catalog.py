@@ -16,6 +16,7 @@ from app.db.models import (
     Policy,
     RestorePoint,
 )
+from app.db.types import utcnow
 from app.domain.jobs import JobKind, JobState
 from app.security.roles import Permission
 from app.web.context import Form, signed_in
@@ -98,6 +99,7 @@ def job_detail(request: Request, job_id: int) -> Response:
             else None,
             "made_points": made,
             "live": live,
+            "throughput": _throughput(job),
         }
         if is_htmx(request):
             # htmx stops polling on 286, so a finished job's page stops asking.
@@ -106,6 +108,16 @@ def job_detail(request: Request, job_id: int) -> Response:
                 request, "partials/job_live.html", context, user=ctx.user, status_code=status
             )
         return render(request, "catalog/job.html", context, user=ctx.user)
+
+
+def _throughput(job: Job) -> float | None:
+    """Bytes per second since the job began moving data (its copy or restore step)."""
+    if not job.bytes_done:
+        return None
+    began = next((e.at for e in job.events if e.step in ("copy", "restore")), None)
+    end = job.finished_at or utcnow()
+    seconds = (end - began).total_seconds() if began else 0
+    return job.bytes_done / seconds if seconds > 0 else None
 
 
 @router.post("/jobs/{job_id}/cancel")

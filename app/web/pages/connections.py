@@ -19,6 +19,7 @@ from app.api.routes.connections import (
     get_connection,
     sync_connection,
     test_connection,
+    trust_certificate,
     update_connection,
 )
 from app.api.schemas.common import normalise_thumbprint
@@ -316,13 +317,8 @@ def connection_trust(request: Request, connection_id: int, form: Form) -> Respon
                 "nothing was trusted. Test the connection again and trust what it shows.",
                 status_code=409,
             )
-        update_connection(
-            conn.id,
-            ConnectionUpdate(trusted_thumbprint=offer),
-            ctx.session,
-            request,
-            ctx.principal,
-        )
+        # The offer is what the server presented at the last test: the expected fingerprint.
+        trust_certificate(ctx.session, conn, offer, ctx.principal.actor)
         ctx.session.flush()
         result = test_connection(conn.id, ctx.session, request, ctx.principal)
         _remember_test(request, conn, result)

@@ -22,6 +22,13 @@ def _last_day(session):
     return recent_jobs(session, RECENT_JOBS, since=utcnow() - timedelta(hours=24))
 
 
+def _verified_rpo(session):
+    """Policies with off-host copies: the RPO counted only on verified restore points."""
+    from app.api.routes.repositories import verified_rpo_by_policy
+
+    return verified_rpo_by_policy(session, utcnow(), with_repository_only=True)
+
+
 @router.get("/")
 def overview(request: Request) -> Response:
     with signed_in(request) as ctx:
@@ -38,6 +45,7 @@ def overview(request: Request) -> Response:
                 "rpo": rpo,
                 "rpo_total": servers_total,
                 "rpo_history": rpo_history(ctx.session),
+                "verified_rpo": _verified_rpo(ctx.session),
             },
             user=ctx.user,
         )

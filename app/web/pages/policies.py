@@ -120,7 +120,37 @@ def _fields(form: FormData, state: FormState) -> dict[str, Any]:
         data[name] = text(form, name)
     if HAS_RESTORES_NEEDED:
         data["restores_needed"] = [str(v) for v in form.getlist("restores_needed")]
+    data.update(_notification_fields(form))
     return data
+
+
+def _notification_fields(form: FormData) -> dict[str, Any]:
+    """Who hears about failures and RPO breaches. The webhook secret is write-only: left
+    empty, the stored one stays."""
+    data: dict[str, Any] = {
+        "notify_on": [str(v) for v in form.getlist("notify_on")],
+        "notify_webhook_url": optional(form, "notify_webhook_url"),
+        # One address a line (commas and spaces also separate them).
+        "notify_emails": text(form, "notify_emails").replace(",", " ").split(),
+    }
+    secret = optional(form, "notify_webhook_secret")
+    if secret is not None:
+        data["notify_webhook_secret"] = secret
+    return data
+
+
+def _notification_changes(policy: Policy, body: PolicyCreate) -> set[str]:
+    changed = set()
+    if sorted(body.notify_on) != sorted(policy.notify_on or []):
+        changed.add("notify_on")
+    url = str(body.notify_webhook_url) if body.notify_webhook_url is not None else None
+    if url != policy.notify_webhook_url:
+        changed.add("notify_webhook_url")
+    if [str(e) for e in body.notify_emails] != list(policy.notify_emails or []):
+        changed.add("notify_emails")
+    if body.notify_webhook_secret is not None:
+        changed.add("notify_webhook_secret")
+    return changed
 
 
 def _values(policy: Policy) -> dict[str, Any]:
@@ -136,6 +166,9 @@ def _values(policy: Policy) -> dict[str, Any]:
         for t in policy.targets
     ]
     values["restores_needed"] = [str(c) for c in getattr(policy, "restores_needed", None) or []]
+    values["notify_on"] = list(policy.notify_on or [])
+    values["notify_webhook_url"] = policy.notify_webhook_url or ""
+    values["notify_emails"] = "\n".join(policy.notify_emails or [])
     return values
 
 
@@ -152,7 +185,7 @@ def _form_page(
         .where(Connection.kind == ConnectionKind.REPOSITORY)
         .order_by(Connection.name)
     ).all()
-    for name in ("targets", "restores_needed"):
+    for name in ("targets", "restores_needed", "notify_on"):
         state.values.setdefault(name, [])
         if isinstance(state.values[name], str):
             state.values[name] = [state.values[name]]
@@ -215,6 +248,7 @@ def policy_new(request: Request) -> Response:
             "schedule_cron": "0 2 * * *",
             "method": ProtectionMethod.VM_IMAGE.value,
             "consistency": Consistency.CRASH.value,
+            "notify_on": list(PolicyCreate.model_fields["notify_on"].default_factory()),
         }
         return _form_page(ctx, FormState(values=values))
 
@@ -223,6 +257,8 @@ def _read_form(form: FormData) -> tuple[FormState, dict[str, Any]]:
     state = FormState(values=values_of(form))
     state.values["targets"] = [str(v) for v in form.getlist("targets")]
     state.values["restores_needed"] = [str(v) for v in form.getlist("restores_needed")]
+    state.values["notify_on"] = [str(v) for v in form.getlist("notify_on")]
+    state.values.pop("notify_webhook_secret", None)  # never sent back to the browser
     return state, _fields(form, state)
 
 
@@ -238,7 +274,7 @@ def policy_create(request: Request, form: Form) -> Response:
         if state.failed:
             return _form_page(ctx, state, status_code=422)
         try:
-            policy = create_policy(body, ctx.session, ctx.principal)
+            policy = create_policy(body, ctx.session, ctx.principal, request)
         except Problem as exc:
             ctx.session.rollback()
             apply_problem(state, exc)
@@ -310,7 +346,7 @@ def _changes(policy: Policy, body: PolicyCreate) -> set[str]:
         map(str, policy.restores_needed or [])
     ):
         changed.add("restores_needed")
-    return changed
+    return changed | _notification_changes(policy, body)
 
 
 @router.post("/policies/{policy_id}/edit")
@@ -332,7 +368,7 @@ def policy_update(request: Request, policy_id: int, form: Form) -> Response:
             return RedirectResponse(f"/policies/{policy.id}", status_code=303)
         body = PolicyUpdate.model_validate({k: v for k, v in data.items() if k in changed})
         try:
-            update_policy(policy.id, body, ctx.session, ctx.principal)
+            update_policy(policy.id, body, ctx.session, ctx.principal, request)
             ctx.session.flush()
         except Problem as exc:
             ctx.session.rollback()

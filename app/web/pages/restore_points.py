@@ -1,4 +1,5 @@
-"""The restore-point catalog: list with filters, one restore point, and reverting to it."""
+"""The restore-point catalog: list with filters, one restore point, reverting to it, and
+restoring it as a new VM."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from app.protection.holds import holds_by_point
 from app.security.roles import Permission
 from app.web.context import Ctx, Form, signed_in
 from app.web.errors import WebRoute
-from app.web.forms import text
+from app.web.forms import checkbox, text
 from app.web.paging import enum_or_none, int_or_none, page_of
 from app.web.queries import names, revertible
 from app.web.templating import flash, render
@@ -239,4 +240,76 @@ def revert(request: Request, point_id: int, form: Form) -> Response:
             f"Revert to the restore point of {point.captured_at:%Y-%m-%d %H:%M} UTC queued.",
             "info",
         )
+        return RedirectResponse(f"/jobs/{job.id}", status_code=303)
+
+
+# -- revert to a new VM -----------------------------------------------------------------------
+
+
+def _new_vm_page(
+    ctx: Ctx,
+    point: RestorePoint,
+    error: str | None = None,
+    values: dict | None = None,
+    status_code: int = 200,
+) -> Response:
+    context = _point_context(ctx, point)
+    server = context["server"]
+    default_name = f"{server.name}-restored" if server else ""
+    context.update(
+        error=error, values=values or {"name": default_name, "confirm": "", "power_on": False}
+    )
+    return render(
+        ctx.request, "restore_points/new_vm.html", context, user=ctx.user, status_code=status_code
+    )
+
+
+@router.get("/restore-points/{point_id}/new-vm")
+def new_vm_form(request: Request, point_id: int) -> Response:
+    with signed_in(request, Permission.RUN_RESTORE) as ctx:
+        return _new_vm_page(ctx, get_point(ctx.session, point_id))
+
+
+@router.post("/restore-points/{point_id}/new-vm")
+def new_vm(request: Request, point_id: int, form: Form) -> Response:
+    """Start a restore as a new VM; the API checks the name typed twice and audits."""
+    with signed_in(request, Permission.RUN_RESTORE, form=form, check_form=True) as ctx:
+        point = get_point(ctx.session, point_id)
+        values = {
+            "name": text(form, "name")[:128],
+            "confirm": text(form, "confirm")[:128],
+            "power_on": checkbox(form, "power_on"),
+        }
+        if point.status != RestorePointStatus.AVAILABLE or not revertible(point):
+            return _new_vm_page(
+                ctx,
+                point,
+                "This restore point has no VM snapshot left to make a VM from.",
+                values,
+                status_code=409,
+            )
+        body = JobCreate(
+            kind=JobKind.RESTORE,
+            restore_point_id=point.id,
+            params={
+                "mode": "new_vm",
+                "new_vm_name": values["name"],
+                "confirm": values["confirm"],
+                "power_on": values["power_on"],
+            },
+        )
+        try:
+            job = create_job(body, ctx.session, ctx.principal)
+        except Problem as exc:
+            ctx.session.rollback()
+            point = get_point(ctx.session, point_id)
+            message = exc.detail[:1].upper() + exc.detail[1:]
+            if "params.confirm" in exc.detail:
+                # The API's refusal, in the words of this form.
+                message = (
+                    "The two names differ, so nothing was started. Type the new VM's name "
+                    "again, exactly, to confirm."
+                )
+            return _new_vm_page(ctx, point, message, values, status_code=exc.status)
+        flash(request, f"Restore as new VM {values['name']} queued.", "info")
         return RedirectResponse(f"/jobs/{job.id}", status_code=303)

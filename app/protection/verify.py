@@ -1,0 +1,238 @@
+"""Verify jobs: re-read and re-hash a restore point's blocks in the repository.
+
+A ``verify`` job checks one restore point fully (``params.restore_point_id``) or, when
+scheduled, every available restore point of a repository on a random share of its blocks
+(``params.repository_id`` and ``params.sample``, e.g. 0.1). Each restore point ends verified
+or damaged (``RestorePoint.verification``, ``verified_at``, ``details.verification``); a
+damaged one is reported through the notifier (``restore_point.damaged``).
+
+A damaged chunk is moved to ``quarantine/`` in the repository: the next backup holding the
+same data stores it afresh instead of deduplicating against the bad copy, and a later verify
+of an older restore point then finds it whole again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.audit import SYSTEM, record
+from app.db.models import RestorePoint, RestorePointCopy
+from app.db.types import utcnow
+from app.domain.jobs import JobKind
+from app.domain.protection import CopyLocation, RestorePointStatus, Verification
+from app.jobs.context import JobContext, JobResult, PermanentError
+from app.jobs.handlers import register
+from app.protection.expire import _schedule_per_repository, root_key
+from app.repository import Repository, RepositoryError, open_repository
+from app.repository.backend import ObjectMissing
+from app.repository.store import chunk_key
+
+
+@dataclass
+class PointVerification:
+    restore_point_id: int
+    ok: bool
+    blocks_checked: int
+    damaged: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+
+
+def repository_copies(point: RestorePoint) -> list[RestorePointCopy]:
+    """The live repository copies: one per disk for a VM image, one for a volume."""
+    return [
+        c for c in point.copies if c.location == CopyLocation.REPOSITORY and c.removed_at is None
+    ]
+
+
+def repository_copy(point: RestorePoint) -> RestorePointCopy | None:
+    copies = repository_copies(point)
+    return copies[0] if copies else None
+
+
+def verify_restore_point(
+    session: Session,
+    repo: Repository,
+    point: RestorePoint,
+    *,
+    sample: float = 1.0,
+    now: datetime | None = None,
+    progress=None,
+) -> PointVerification:
+    """Check one restore point's repository copy and record the outcome on it."""
+    now = now or utcnow()
+    copies = [c for c in repository_copies(point) if c.connection_id in (repo.id, None)]
+    if not copies:
+        raise RepositoryError(f"restore point {point.id} has no copy in the repository")
+    result = PointVerification(point.id, ok=True, blocks_checked=0)
+    errors = []
+    for copy in copies:
+        try:
+            manifest = repo.load_manifest(copy.reference)
+        except RepositoryError as exc:
+            result.ok = False
+            errors.append(str(exc))
+            continue
+        problems = repo.verify_image(manifest, sample=sample, progress=progress)
+        result.blocks_checked += _checked_blocks(manifest, sample)
+        if problems:
+            result.ok = False
+            result.damaged += [
+                {"image": manifest.id, "block": p.index, "digest": p.digest, "reason": p.reason}
+                for p in problems
+            ]
+            for digest in {p.digest for p in problems}:
+                quarantine(repo, digest)
+    result.error = "; ".join(errors) or None
+    point.verified_at = now
+    point.details = {
+        **(point.details or {}),
+        "verification": {
+            "at": now.isoformat(),
+            "sample": sample,
+            "blocks_checked": result.blocks_checked,
+            "damaged_blocks": result.damaged[:50],
+            "damaged_count": len(result.damaged),
+            "error": result.error,
+        },
+    }
+    if result.ok:
+        point.verification = Verification.VERIFIED
+        if point.status == RestorePointStatus.DAMAGED:
+            point.status = RestorePointStatus.AVAILABLE  # its chunks were stored afresh
+    else:
+        point.verification = Verification.DAMAGED
+        others = [c for c in point.copies if c.removed_at is None and c not in copies]
+        if not others:
+            point.status = RestorePointStatus.DAMAGED
+    record(
+        session,
+        SYSTEM,
+        "restore_point.verify",
+        "restore_point",
+        point.id,
+        outcome="verified" if result.ok else "damaged",
+        sample=sample,
+        damaged_blocks=len(result.damaged),
+    )
+    return result
+
+
+def _checked_blocks(manifest, sample: float) -> int:
+    stored = sum(1 for d in manifest.blocks if d is not None)
+    return stored if sample >= 1.0 else min(stored, max(1, round(stored * sample)))
+
+
+def quarantine(repo: Repository, digest: str) -> None:
+    """Move a damaged chunk aside so a later backup stores the data again."""
+    key = chunk_key(digest)
+    with contextlib.suppress(ObjectMissing):
+        repo.store.put(f"quarantine/{digest}", repo.store.get(key))
+        repo.store.delete(key)
+
+
+def run_verify(ctx: JobContext) -> JobResult:
+    params = ctx.params
+    sample = float(params.get("sample", 1.0))
+    if not 0.0 < sample <= 1.0:
+        raise PermanentError("params.sample must be in (0, 1]")
+    with ctx.db.session() as session:
+        if params.get("restore_point_id") is not None:
+            point = session.get(RestorePoint, params["restore_point_id"])
+            if point is None:
+                raise PermanentError(f"restore point {params['restore_point_id']} does not exist")
+            copy = repository_copy(point)
+            if copy is None or copy.connection_id is None:
+                raise PermanentError(f"restore point {point.id} has no copy in a repository")
+            repository_id, point_ids = copy.connection_id, [point.id]
+        elif isinstance(params.get("repository_id"), int):
+            repository_id = params["repository_id"]
+            point_ids = sorted(
+                set(
+                    session.scalars(
+                        select(RestorePointCopy.restore_point_id)
+                        .join(RestorePoint)
+                        .where(
+                            RestorePointCopy.connection_id == repository_id,
+                            RestorePointCopy.location == CopyLocation.REPOSITORY,
+                            RestorePointCopy.removed_at.is_(None),
+                            RestorePoint.status != RestorePointStatus.EXPIRED,
+                        )
+                    )
+                )
+            )
+        elif ctx.policy_id is not None:
+            rows = session.execute(
+                select(RestorePointCopy.restore_point_id, RestorePointCopy.connection_id)
+                .join(RestorePoint)
+                .where(
+                    RestorePoint.policy_id == ctx.policy_id,
+                    RestorePointCopy.location == CopyLocation.REPOSITORY,
+                    RestorePointCopy.removed_at.is_(None),
+                    RestorePoint.status != RestorePointStatus.EXPIRED,
+                )
+                .order_by(RestorePointCopy.restore_point_id)
+            ).all()
+            if not rows:
+                raise PermanentError(f"policy {ctx.policy_id} has nothing in a repository")
+            if len({c for _p, c in rows}) > 1:
+                raise PermanentError("the policy's restore points are in several repositories")
+            repository_id, point_ids = rows[0][1], sorted({p for p, _c in rows})
+        else:
+            raise PermanentError(
+                "a verify job needs params.restore_point_id, params.repository_id or a policy"
+            )
+        try:
+            repo = open_repository(session, repository_id, root_key=root_key(ctx))
+        except RepositoryError as exc:
+            raise PermanentError(str(exc)) from exc
+    verified, damaged = [], []
+    for n, point_id in enumerate(point_ids):
+        ctx.check_cancelled()
+        ctx.progress(percent=100.0 * n / max(1, len(point_ids)), step=f"restore point {point_id}")
+        with ctx.db.session() as session:
+            point = session.get(RestorePoint, point_id)
+            if point is None or repository_copy(point) is None:
+                continue  # expired meanwhile
+            result = verify_restore_point(
+                session,
+                repo,
+                point,
+                sample=sample,
+                progress=lambda done: ctx.progress(bytes_done=done),
+            )
+        if result.ok:
+            verified.append(point_id)
+            continue
+        damaged.append(point_id)
+        first = result.damaged[0] if result.damaged else None
+        ctx.warning(
+            f"restore point {point_id} is damaged: "
+            + (
+                f"{len(result.damaged)} block(s), first block {first['block']} "
+                f"({first['digest']}): {first['reason']}"
+                if first
+                else str(result.error)
+            )
+        )
+    ctx.progress(percent=100)
+    return JobResult(
+        partial=bool(damaged),
+        message=f"{len(verified)} restore point(s) verified, {len(damaged)} damaged",
+        details={"verified": verified, "damaged": damaged, "sample": sample},
+    )
+
+
+def schedule_verification(
+    session: Session, now: datetime, every_minutes: int, sample: float
+) -> list[int]:
+    """A sampled verify job per repository whose last one is older than ``every_minutes``."""
+    return _schedule_per_repository(session, now, JobKind.VERIFY, every_minutes, {"sample": sample})
+
+
+register(JobKind.VERIFY, run_verify)

@@ -1,0 +1,80 @@
+"""A ``repository`` connection: its options, and the test that initialises the repository."""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from app.repository.backend import ObjectMissing
+from app.repository.store import RepositoryError, open_repository_at
+
+
+def validate_options(options: dict[str, Any], *, need_path: bool = False) -> dict[str, Any]:
+    """``path`` (absolute directory) and ``encrypted`` (bool); raises ValueError.
+
+    A connection may be saved before its path is known (it stays untested); testing or
+    opening it needs the path.
+    """
+    unknown = sorted(set(options) - {"path", "encrypted"})
+    if unknown:
+        raise ValueError(f"a repository takes the options 'path' and 'encrypted', not {unknown}")
+    path = options.get("path")
+    if path is None and not need_path:
+        return {"encrypted": _encrypted(options)}
+    if not isinstance(path, str) or not path.strip():
+        raise ValueError("say where the repository lives: options.path, an absolute directory")
+    path = path.strip()
+    if not path.startswith("/") or "\0" in path or ".." in Path(path).parts:
+        raise ValueError(f"options.path must be an absolute directory without '..', not {path!r}")
+    return {"path": str(Path(path)), "encrypted": _encrypted(options)}
+
+
+def _encrypted(options: dict[str, Any]) -> bool:
+    encrypted = options.get("encrypted", False)
+    if not isinstance(encrypted, bool):
+        raise ValueError("options.encrypted must be true or false")
+    return encrypted
+
+
+@dataclass
+class RepositoryCheck:
+    ok: bool
+    message: str
+    about: str | None = None
+
+
+def check_repository(options: dict[str, Any], root_key: bytes) -> RepositoryCheck:
+    """Open the repository (initialising an empty directory) and write, read, delete a probe."""
+    try:
+        opts = validate_options(options, need_path=True)
+        repo = open_repository_at(
+            Path(opts["path"]), key=root_key, create=True, encrypted=opts["encrypted"]
+        )
+        probe = f"probe/{secrets.token_hex(8)}"
+        data = secrets.token_bytes(64)
+        repo.store.put(probe, data)
+        try:
+            if repo.store.get(probe) != data:
+                return RepositoryCheck(False, f"{opts['path']}: a written probe read back wrong")
+        finally:
+            with contextlib.suppress(ObjectMissing):
+                repo.store.delete(probe)
+    except (ValueError, RepositoryError) as exc:
+        return RepositoryCheck(False, str(exc))
+    except OSError as exc:
+        return RepositoryCheck(False, f"{opts['path']}: {exc.strerror or exc}")
+    note = ""
+    if repo.encrypted != opts["encrypted"]:
+        note = (
+            f" (the repository is {'encrypted' if repo.encrypted else 'not encrypted'}; "
+            "that was decided when it was initialised)"
+        )
+    about = (
+        f"Bulwark repository {repo.uuid}: "
+        f"{'AES-256-GCM encrypted' if repo.encrypted else 'not encrypted'}, "
+        f"{repo.block_size // (1024 * 1024)} MiB blocks, zstd"
+    )
+    return RepositoryCheck(True, f"{opts['path']} is writable{note}", about)

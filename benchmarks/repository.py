@@ -1,0 +1,212 @@
+"""Bulwark's repository against restic on one generated disk image, in the same run.
+
+The image (2 GiB by default) is a mix of 1 MiB regions: zero, random and compressible text.
+Measured for both: a full backup; a second backup after 2 % of the regions changed (Bulwark
+twice: reading everything, and reading only the changed blocks as changed block tracking
+would); a restore of the second backup to a file (``restic dump`` for restic). Both encrypt
+(restic always does), both run on all cores, both read the image from the same file.
+
+    .venv/bin/python benchmarks/repository.py [--size-mib 2048] [--dir /var/tmp] [--keep]
+
+Needs Debian's ``restic`` (``apt-get install restic``; scripts/system-deps.sh installs it).
+Ends with one line ``RESULT full_vs_restic=… restore_vs_restic=…
+cbt_vs_restic_incremental=… peak_rss_mb=…`` (throughput ratios; higher is better for Bulwark).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import random
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# The project root instead of benchmarks/ (whose script names, e.g. array.py, would shadow
+# standard modules).
+sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
+from app.repository import open_repository_at  # noqa: E402
+
+MiB = 1024 * 1024
+KEY = b"benchmark-service-secret"
+
+
+def generate(path: Path, regions: int, seed: int = 7) -> None:
+    """Zero, random and compressible 1 MiB regions in about equal shares, streamed."""
+    rnd = random.Random(seed)
+    words = [f"mailbox{n} subject re: quarterly report".encode() for n in range(200)]
+    with open(path, "wb") as fh:
+        for _ in range(regions):
+            kind = rnd.random()
+            if kind < 0.33:
+                fh.write(bytes(MiB))
+            elif kind < 0.66:
+                fh.write(rnd.randbytes(MiB))
+            else:
+                text = b" ".join(rnd.choice(words) for _ in range(MiB // 30))
+                fh.write((text * 2)[:MiB])
+
+
+def change(path: Path, regions: int, share: float, seed: int = 11) -> list[tuple[int, int]]:
+    rnd = random.Random(seed)
+    picked = sorted(rnd.sample(range(regions), max(1, round(regions * share))))
+    with open(path, "r+b") as fh:
+        for r in picked:
+            fh.seek(r * MiB)
+            fh.write(rnd.randbytes(MiB))
+    return [(r * MiB, MiB) for r in picked]
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(8 * MiB):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def timed(fn):
+    os.sync()  # the previous step's writeback must not slow this one down
+    start = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, result
+
+
+def bulwark(work: Path, image: Path, size: int, regions: int) -> dict[str, float]:
+    repo = open_repository_at(work / "bulwark-repo", key=KEY, create=True)
+    out: dict[str, float] = {}
+
+    def backup(previous=None, changed=None):
+        nonlocal repo
+        with open(image, "rb") as src:
+            m = repo.write_image(
+                src, size=size, source_info={"disk": "bench"}, previous=previous, changed=changed
+            )
+        repo.save_manifest(m)
+        return m
+
+    out["full"], first = timed(backup)
+    areas = change(image, regions, 0.02)
+    # Each second backup starts from the repository as the full backup left it.
+    shutil.copytree(work / "bulwark-repo", work / "bulwark-repo-copy")
+    out["second_full_read"], _ = timed(backup)
+    shutil.rmtree(work / "bulwark-repo")
+    (work / "bulwark-repo-copy").rename(work / "bulwark-repo")
+    repo = open_repository_at(work / "bulwark-repo", key=KEY)
+    out["second_cbt"], second = timed(lambda: backup(first, areas))
+    target = work / "bulwark-restore.raw"
+
+    def restore():
+        with open(target, "wb") as fh:
+            for piece in repo.read_image(second):
+                fh.write(piece)
+
+    out["restore"], _ = timed(restore)
+    out["ok"] = float(sha256(target) == sha256(image))
+    target.unlink()
+    out["stored_mib"] = (
+        sum(f.stat().st_size for f in (work / "bulwark-repo").rglob("*") if f.is_file()) / MiB
+    )
+    return out
+
+
+def restic(work: Path, image: Path, regions: int) -> dict[str, float]:
+    env = {
+        **os.environ,
+        "RESTIC_PASSWORD": "benchmark",
+        "RESTIC_REPOSITORY": str(work / "restic-repo"),
+        "RESTIC_CACHE_DIR": str(work / "restic-cache"),
+    }
+
+    def run(*args, stdout=subprocess.DEVNULL):
+        subprocess.run(["restic", "--quiet", *args], env=env, check=True, stdout=stdout)
+
+    run("init")
+    out: dict[str, float] = {}
+    out["full"], _ = timed(lambda: run("backup", str(image)))
+    change(image, regions, 0.02)
+    out["second"], _ = timed(lambda: run("backup", str(image)))
+    target = work / "restic-restore.raw"
+
+    def restore():
+        with open(target, "wb") as fh:
+            run("dump", "latest", str(image), stdout=fh)
+
+    out["restore"], _ = timed(restore)
+    out["ok"] = float(sha256(target) == sha256(image))
+    target.unlink()
+    out["stored_mib"] = (
+        sum(f.stat().st_size for f in (work / "restic-repo").rglob("*") if f.is_file()) / MiB
+    )
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-mib", type=int, default=2048)
+    parser.add_argument("--reps", type=int, default=3, help="runs; the median of each counts")
+    parser.add_argument("--dir", default="/var/tmp", help="where the image and repositories go")
+    parser.add_argument("--keep", action="store_true", help="keep the working directory")
+    args = parser.parse_args()
+    if shutil.which("restic") is None:
+        sys.exit("restic is missing: apt-get install restic (or run scripts/system-deps.sh)")
+    regions = args.size_mib
+    size = regions * MiB
+    runs: list[tuple[dict[str, float], dict[str, float]]] = []
+    for _ in range(args.reps):
+        # Bulwark and restic take turns in every run, so both see the same machine load.
+        work = Path(tempfile.mkdtemp(prefix="bulwark-bench-repo-", dir=args.dir))
+        try:
+            image = work / "image.raw"
+            generate(image, regions)
+            b = bulwark(work, image, size, regions)
+            generate(image, regions)  # the same image again for restic, then the same change
+            r = restic(work, image, regions)
+            runs.append((b, r))
+        finally:
+            if not args.keep:
+                shutil.rmtree(work, ignore_errors=True)
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    b = {k: statistics.median(run[0][k] for run in runs) for k in runs[0][0]}
+    r = {k: statistics.median(run[1][k] for run in runs) for k in runs[0][1]}
+    ok_b = all(run[0]["ok"] for run in runs)
+    ok_r = all(run[1]["ok"] for run in runs)
+
+    def mbps(seconds: float, nbytes: int = size) -> float:
+        return nbytes / MiB / seconds
+
+    rows = [
+        ("full backup", b["full"], r["full"]),
+        ("2nd backup, read all", b["second_full_read"], r["second"]),
+        ("2nd backup, CBT", b["second_cbt"], r["second"]),
+        ("restore", b["restore"], r["restore"]),
+    ]
+    print(
+        f"image {args.size_mib} MiB (zero/random/text 1 MiB regions), 2% changed; "
+        f"{os.cpu_count()} cores; median of {len(runs)} run(s)"
+    )
+    print(f"{'step':<24}{'bulwark s':>11}{'MiB/s':>9}{'restic s':>11}{'MiB/s':>9}{'ratio':>8}")
+    for name, bt, rt in rows:
+        print(f"{name:<24}{bt:>11.2f}{mbps(bt):>9.0f}{rt:>11.2f}{mbps(rt):>9.0f}{rt / bt:>8.2f}")
+    print(
+        f"stored MiB: bulwark {b['stored_mib']:.0f}, restic {r['stored_mib']:.0f}; "
+        f"restores byte-identical: bulwark {ok_b}, restic {ok_r}"
+    )
+    print(f"bulwark peak RSS {peak_rss_mb:.0f} MiB (whole benchmark process)")
+    print(
+        f"RESULT full_vs_restic={r['full'] / b['full']:.2f} "
+        f"restore_vs_restic={r['restore'] / b['restore']:.2f} "
+        f"cbt_vs_restic_incremental={r['second'] / b['second_cbt']:.2f} "
+        f"peak_rss_mb={peak_rss_mb:.0f}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""A VM image backup in a real browser against the vSphere lab: add a repository, protect a
+server with a VM-image policy, back it up now (bytes and throughput on the job page), then on
+the restore point download a disk image and restore the disk as a new VMDK.
+
+The lab is the govmomi simulator (tests/lab_fixture.py): a stand-in for vCenter, not the
+thing under test; the repository is a folder on this machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from app.repository.store import open_repository_at
+from tests.e2e.conftest import SECRET_KEY, browser_page, running_server, sign_in
+from tests.e2e.test_dashboard import shot
+from tests.e2e.test_lab_flows import ensure_synced_vcenter
+
+pytestmark = [pytest.mark.e2e, pytest.mark.lab]
+
+JOB_TIMEOUT = 90_000
+SERVER = "EXCH-MBX01"  # system disk, database and logs on VMDKs
+
+
+@pytest.fixture(scope="module")
+def image_server(tmp_path_factory, postgres, screenshots):
+    """Its own service and database: the lab flows expect to add the first vCenter and find
+    the only restore point of EXCH-MBX01 on theirs."""
+    tmp = tmp_path_factory.mktemp("e2e-image-server")
+    with running_server(
+        tmp, postgres, screenshots / "image-server.log", "tests.e2e.jobs_app:create_app"
+    ) as running:
+        yield running
+
+
+@pytest.fixture
+def image_page(browser, image_server) -> Iterator[Page]:
+    with browser_page(browser, image_server.url) as page:
+        sign_in(page)
+        yield page
+
+
+def test_image_backup_download_and_restore_a_disk(image_page: Page, lab, screenshots, tmp_path):
+    page = image_page
+    ensure_synced_vcenter(page, lab)
+    tag = uuid.uuid4().hex[:4]
+
+    # A repository: a folder on this machine (initialised as the connection test would).
+    path = tmp_path / "disk-library"
+    open_repository_at(path, key=SECRET_KEY.encode(), create=True, encrypted=False)
+    page.goto("/connections/new?kind=repository")
+    page.get_by_label("Name", exact=True).fill(f"library-{tag}")
+    page.get_by_label("Kind", exact=True).select_option("repository")
+    page.get_by_label("Settings for this kind").fill(f"path = {path}")
+    page.get_by_role("button", name="Add connection").click()
+    expect(page.get_by_role("heading", level=1)).to_contain_text(f"library-{tag}")
+
+    # A VM-image policy for the whole server, no snapshot kept on primary storage.
+    page.goto("/policies/new")
+    page.get_by_label("Name", exact=True).fill(f"e2e-image-{tag}")
+    page.get_by_label("Protection method").select_option("vm_image")
+    page.get_by_label("Consistency").select_option("hot_application")
+    page.get_by_label("Repository").select_option(label=f"library-{tag}")
+    page.get_by_label("Snapshots kept on primary").fill("0")
+    page.get_by_label(f"{SERVER} (whole server)").check()
+    page.get_by_role("button", name="Create policy").click()
+    expect(page.get_by_role("heading", level=1)).to_contain_text(f"e2e-image-{tag}")
+
+    # Back up now; the per-target job copies the disks and shows bytes and throughput.
+    page.get_by_role("button", name="Back up now").click()
+    children = page.get_by_role("region", name="Jobs it started")
+    expect(children.locator("tbody tr").first).to_contain_text("Succeeded", timeout=JOB_TIMEOUT)
+    children.locator("tbody tr a").first.click()
+    state = page.get_by_role("region", name="State")
+    expect(state).to_contain_text("12.0 MiB of 12.0 MiB")
+    expect(state.locator(".throughput")).to_contain_text(re.compile(r"[\d.]+ [KMG]i?B/s"))
+    expect(page.locator("main")).to_contain_text("copied to the repository")
+    shot(page, screenshots, "60-image-backup-job")
+
+    # The restore point: its disk images, each with download and restore.
+    page.locator("a.made-point").click()
+    disks = page.get_by_role("region", name="Disk images in the repository")
+    expect(disks.locator("tbody tr")).to_have_count(3)
+    shot(page, screenshots, "61-image-restore-point")
+    database_disk = next(d for d in lab.exchange_vm(SERVER)["disks"] if d["key"] == 2016)
+    row = disks.locator("tr", has_text="key 2016")
+    with page.expect_download() as download:
+        row.get_by_role("link", name="Download").click()
+    data = Path(download.value.path()).read_bytes()
+    assert hashlib.sha256(data).hexdigest() == database_disk["content_sha256"]
+
+    row.get_by_role("link", name="Restore disk").click()
+    expect(page.get_by_role("heading", level=1)).to_contain_text("Restore Hard disk 2")
+    page.get_by_label("Over the original disk").check()
+    page.get_by_role("button", name="Restore disk").click()
+    expect(page.get_by_role("alert")).to_contain_text("confirm by setting confirm")
+    page.get_by_label("A new disk file beside the original").check()
+    shot(page, screenshots, "62-restore-disk-form")
+    page.get_by_role("button", name="Restore disk").click()
+    expect(page.get_by_role("heading", level=1)).to_contain_text("Restore job #")
+    expect(page.get_by_role("region", name="State")).to_contain_text(
+        "Succeeded", timeout=JOB_TIMEOUT
+    )
+    expect(page.locator("main")).to_contain_text("-restored-rp")
+    shot(page, screenshots, "63-restore-disk-job")
