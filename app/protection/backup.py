@@ -32,6 +32,7 @@ from app.domain.retention import removal_blocker
 from app.jobs.context import JobContext, JobResult, PermanentError
 from app.jobs.handlers import register
 from app.protection import mailbox_backup
+from app.protection.catalog import retire_copies
 from app.protection.holds import holds_by_point
 from app.protection.vcenter_access import JobVCenterAccess, for_job
 from app.strategies.array_snapshot import ArraySnapshot
@@ -412,16 +413,11 @@ def apply_primary_retention(
             client = access.client(copy.connection_id)
             with contextlib.suppress(vsphere.ObjectNotFound):  # already gone: catch up
                 vsphere.remove_snapshot(client, copy.reference)
-            copy.removed_at = now
-            if not any(c.removed_at is None for c in point.copies):
-                point.status = RestorePointStatus.EXPIRED
-                point.expires_at = now
-            record(
+            retire_copies(
                 session,
-                SYSTEM,
-                "restore_point.expire",
-                "restore_point",
-                point.id,
+                point,
+                [copy],
+                now=now,
                 reason=f"keep {keep} on primary",
                 snapshot=copy.reference,
             )

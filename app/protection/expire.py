@@ -23,15 +23,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 import app.mailboxes.store  # noqa: F401 - registers archived mail as live chunks for GC
-from app.audit import SYSTEM, record
 from app.db.models import Connection, Job, Policy, RepositoryUsage, RestorePoint, RestorePointCopy
 from app.db.types import utcnow
 from app.domain.connections import ConnectionKind
 from app.domain.jobs import JobKind, JobState
-from app.domain.protection import CopyLocation, RestorePointStatus
+from app.domain.protection import CopyLocation
 from app.domain.retention import keep_by_schedule, removal_blocker
 from app.jobs.context import JobContext, JobResult, PermanentError
 from app.jobs.handlers import register
+from app.protection.catalog import retire_copies
 from app.protection.holds import holds_by_point
 from app.repository import Repository, RepositoryError, open_repository
 from app.repository.gc import GRACE_S, GcReport, collect_garbage
@@ -108,17 +108,11 @@ def expire_repository(
         if blocker:
             report.kept[point.id] = blocker
             continue
-        for c in mine:
-            c.removed_at = now
-        if not any(c.removed_at is None for c in point.copies):
-            point.status = RestorePointStatus.EXPIRED
-            point.expires_at = now
-        record(
+        retire_copies(
             session,
-            SYSTEM,
-            "restore_point.expire",
-            "restore_point",
-            point.id,
+            point,
+            mine,
+            now=now,
             reason="repository retention",
             manifests=[c.reference for c in mine],
         )

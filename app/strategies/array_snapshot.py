@@ -340,7 +340,7 @@ class ArraySnapshot(VmSnapshot):
             candidates = live[keep:]
             if not candidates:
                 return []
-            from app.audit import SYSTEM, record
+            from app.protection.catalog import retire_copies
             from app.protection.holds import holds_by_point
 
             holds = holds_by_point(session, candidates)
@@ -360,19 +360,13 @@ class ArraySnapshot(VmSnapshot):
                         session.get(Connection, copy.connection_id)
                     )
                 drivers[copy.connection_id].delete_snapshot(copy.reference)
-                copy.removed_at = now
-                if not others:
-                    point.status = RestorePointStatus.EXPIRED
-                    point.expires_at = now
-                else:  # still restorable from the repository, no longer instantly
-                    primary_only = {c.value for c in ARRAY_SNAPSHOT.restores_from_primary}
-                    point.capabilities = [c for c in point.capabilities if c not in primary_only]
-                record(
+                # Without other copies the point expires; with a repository copy it stays
+                # restorable from there, no longer instantly.
+                retire_copies(
                     session,
-                    SYSTEM,
-                    "restore_point.expire",
-                    "restore_point",
-                    point.id,
+                    point,
+                    [copy],
+                    now=now,
                     reason=f"keep {keep} on the array",
                     array_snapshot=copy.reference,
                 )
