@@ -35,7 +35,26 @@ var cbt = struct {
 	sync.Mutex
 	seq    int
 	epochs map[string]cbtEpoch // change id + "\x00" + disk key -> state of the disk then
-}{epochs: map[string]cbtEpoch{}}
+	owner  map[string]string   // change id -> the VM whose snapshot gave it
+}{epochs: map[string]cbtEpoch{}, owner: map[string]string{}}
+
+// forgetChangeIDs drops every change id of a VM, as vCenter does when changed block tracking
+// is turned off (the first half of a CBT reset): asking about one later is a fault.
+func forgetChangeIDs(vm string) {
+	cbt.Lock()
+	defer cbt.Unlock()
+	for id, owner := range cbt.owner {
+		if owner != vm {
+			continue
+		}
+		delete(cbt.owner, id)
+		for key := range cbt.epochs {
+			if strings.HasPrefix(key, id+"\x00") {
+				delete(cbt.epochs, key)
+			}
+		}
+	}
+}
 
 func cbtKey(changeID string, key int32) string { return fmt.Sprintf("%s\x00%d", changeID, key) }
 
@@ -128,6 +147,7 @@ func (vm *labVM) snapshotDevices() []types.BaseVirtualDevice {
 		if tracked && hasData && vm.inSnapshots(disk.Key) {
 			if e, err := hashDisk(file); err == nil {
 				cbt.epochs[cbtKey(changeID, disk.Key)] = e
+				cbt.owner[changeID] = vm.Self.Value
 				id = changeID
 			}
 		}

@@ -209,6 +209,9 @@ func (vm *labVM) reconfigure(ctx *simulator.Context, req *types.ReconfigVM_Task)
 	if fault != nil {
 		return fault
 	}
+	if spec.ChangeTrackingEnabled != nil && !*spec.ChangeTrackingEnabled {
+		forgetChangeIDs(vm.Self.Value)
+	}
 
 	for i, change := range rdmChanges {
 		if fault := vm.applyRDMChange(change.GetVirtualDeviceConfigSpec(), int32(i)); fault != nil {

@@ -60,6 +60,7 @@ class ReadPlan:
     changed: list[tuple[int, int]] | None = None
     reason: str = ""
     warning: bool = False
+    reset_tracking: bool = False  # CBT was caught lying: reset it once the copy is made
 
 
 def covered_bytes(areas: list[tuple[int, int]], size: int) -> int:
@@ -128,6 +129,12 @@ def plan_read(
     """
     if earlier is None:
         return ReadPlan(FULL, reason="no earlier image of this disk")
+    if earlier.get("cbt_reset"):
+        return ReadPlan(
+            FULL,
+            reason="changed block tracking was reset after the previous image, so its change "
+            "id means nothing now",
+        )
     if not earlier.get("change_id") or not change_id:
         return ReadPlan(FULL, reason="changed block tracking is off for this disk")
     try:
@@ -151,8 +158,10 @@ def plan_read(
         return ReadPlan(
             FULL,
             reason=f"changed block tracking missed writes (blocks {blocks} changed but were "
-            "reported unchanged): reading everything; reset changed block tracking on this VM",
+            "reported unchanged): reading everything, then resetting changed block tracking "
+            "on this VM",
             warning=True,
+            reset_tracking=True,
         )
     return ReadPlan(CHANGED, previous, areas, reason=f"{covered_bytes(areas, size)} bytes changed")
 
@@ -186,6 +195,7 @@ class VmImage(VmSnapshot):
         ctx.progress(bytes_done=0, bytes_total=total)
         run.details.update(repository_id=repository_id, disks=[])
         base, started = 0, time.monotonic()
+        to_reset: list[str] = []
         for disk in disks:
             size = sizes[disk.key]
             with files.open(disk.data_file, size) as source:
@@ -203,6 +213,8 @@ class VmImage(VmSnapshot):
                 )
                 level = EventLevel.WARNING if plan.warning else EventLevel.INFO
                 ctx.event(f"{disk.label}: {plan.mode} read ({plan.reason})", level, step="copy")
+                if plan.reset_tracking:
+                    to_reset.append(disk.label)
 
                 def progress(done: int, base: int = base) -> None:
                     ctx.check_cancelled()
@@ -243,6 +255,43 @@ class VmImage(VmSnapshot):
         run.details["read_mode"] = modes.pop() if len(modes) == 1 else "mixed"
         run.details["copy_seconds"] = round(time.monotonic() - started, 3)
         self._retain_snapshot(run, client)
+        if to_reset:
+            self._reset_tracking(run, client, to_reset)
+
+    @staticmethod
+    def _reset_tracking(run: BackupRun, client: Any, caught_on: list[str]) -> None:
+        """Reset CBT on the VM after the full read, and void this image's change ids.
+
+        The reset (tracking off, then on) takes effect at the VM's next stun, so the next
+        backup's snapshot starts a fresh, trustworthy set of change ids: that backup reads in
+        full (no earlier change id is valid) and the one after it uses changed blocks again.
+        The change ids of this image came from the tracking that lied, so they are dropped
+        whether or not the reset succeeds.
+        """
+        ctx = run.ctx
+        record: dict[str, Any] = {"caught_on": caught_on, "reset": False}
+        try:
+            vsphere.reset_change_tracking(client, run.target.vm_moref)
+            record["reset"] = True
+            ctx.event(
+                f"changed block tracking on {run.target.server_name} missed writes on "
+                f"{', '.join(caught_on)}; it has been reset (off, then on): the next backup "
+                "reads every disk in full",
+                EventLevel.WARNING,
+                step="copy",
+            )
+        except vsphere.VSphereError as exc:
+            record["error"] = str(exc)
+            ctx.event(
+                f"changed block tracking on {run.target.server_name} missed writes on "
+                f"{', '.join(caught_on)} and could not be reset ({exc}): reset it in vCenter "
+                "(turn changeTrackingEnabled off and on); the next backup reads in full",
+                EventLevel.WARNING,
+                step="copy",
+            )
+        for disk in run.details["disks"]:
+            disk["cbt_reset"] = True
+        run.details["cbt_reset"] = record
 
     def _write(self, run, repo, disk, source, size, plan: ReadPlan, progress) -> Any:
         from app.repository.store import ChunkDamaged

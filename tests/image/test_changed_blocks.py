@@ -109,7 +109,23 @@ def test_cbt_that_missed_a_write_is_caught_by_the_sampled_re_read(repo):
     after[6 * BLOCK_SIZE] ^= 0xFF
     chosen = plan(repo, previous, bytes(after), lambda: [(6 * BLOCK_SIZE, 1)])
     assert chosen.mode == FULL and chosen.warning
-    assert "blocks 1 changed" in chosen.reason and "reset changed block tracking" in chosen.reason
+    assert "blocks 1 changed" in chosen.reason and chosen.reset_tracking
+
+
+def test_an_image_made_before_a_cbt_reset_gives_no_change_id_to_trust(repo):
+    def never(*_):
+        raise AssertionError("vCenter must not be asked: the earlier change id is void")
+
+    chosen = plan_read(
+        size=1,
+        earlier={"manifest": "m", "change_id": "52 1a-old/7", "cbt_reset": True},
+        change_id="52 1a-new/9",
+        query=never,
+        load_previous=never,
+        check=never,
+    )
+    assert chosen.mode == FULL and not chosen.warning and not chosen.reset_tracking
+    assert "was reset after the previous image" in chosen.reason
 
 
 def test_sampled_re_read_of_unchanged_zero_and_data_blocks_agrees(repo):

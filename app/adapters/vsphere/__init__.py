@@ -46,6 +46,7 @@ from .power import (
     shut_down,
     wait_for_power_state,
 )
+from .snapshot_disks import reset_change_tracking
 from .snapshots import Snapshot, create_snapshot, list_snapshots, remove_snapshot, revert_snapshot
 from .tasks import wait_for_task
 
@@ -94,6 +95,7 @@ __all__ = [
     "read_inventory",
     "read_vms_naive",
     "remove_snapshot",
+    "reset_change_tracking",
     "revert_snapshot",
     "shut_down",
     "wait_for_power_state",

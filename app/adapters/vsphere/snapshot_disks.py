@@ -19,6 +19,7 @@ from ._collector import retrieve_one, translated_faults
 from .datastore_files import DatastorePath, flat_extent, rdm_extent
 from .disks import FLAT, OTHER, RDM_PHYSICAL, RDM_VIRTUAL
 from .errors import VSphereError
+from .tasks import wait_for_task
 
 
 class ChangedBlocksUnavailable(VSphereError):
@@ -121,3 +122,27 @@ def changed_areas(
             break
         offset = step
     return areas
+
+
+RESET_TIMEOUT = 300.0
+"""Seconds to wait for each of the two reconfigurations of a CBT reset."""
+
+
+def reset_change_tracking(client: Any, vm_moref: str, *, timeout: float = RESET_TIMEOUT) -> None:
+    """Reset changed block tracking on a VM: turn it off, then on again (two ReconfigVM_Task).
+
+    vCenter drops the VM's change ids when tracking goes off; the new tracking starts at the
+    VM's next stun, so only change ids from snapshots taken after this are to be trusted.
+    """
+    vm = client.managed_object(vim.VirtualMachine, vm_moref)
+    for enabled in (False, True):
+        spec = vim.vm.ConfigSpec(changeTrackingEnabled=enabled)
+        state = "on" if enabled else "off"
+        with translated_faults(client, f"turning changed block tracking {state} on {vm_moref}"):
+            task = vm.ReconfigVM_Task(spec=spec)
+        wait_for_task(
+            client,
+            task,
+            timeout,
+            description=f"turning changed block tracking {state} on {vm_moref}",
+        )
