@@ -253,8 +253,9 @@ def restore(
 
 
 def _safe_name(text: str) -> str:
-    keep = "".join(c if c.isalnum() or c in " ._-" else "_" for c in text)
-    return keep.strip() or "folder"
+    keep = "".join(c if c.isalnum() or c in " ._-" else "_" for c in text).strip()
+    # No leading dots: a folder named ".." must not become a path out of the export.
+    return keep.lstrip(".") or "folder"
 
 
 def export_eml_zip(repo: Repository, items: list[Item], out: BinaryIO) -> int:

@@ -421,6 +421,9 @@ def apply_primary_retention(
                 reason=f"keep {keep} on primary",
                 snapshot=copy.reference,
             )
+            # The snapshot is gone: say so now, not after the rest (a later failure must not
+            # roll the catalog back to offering it).
+            session.commit()
             expired.append(point.id)
         return expired
 

@@ -63,6 +63,18 @@ def repository_copies(session: Session, repository_id: int) -> list[RestorePoint
     )
 
 
+def _points_being_read(session: Session) -> set[int]:
+    """Restore points a queued or running restore or verify job reads: expiring them now
+    would pull the blocks from under a restore half-way through writing a disk."""
+    params = session.scalars(
+        select(Job.params).where(
+            Job.kind.in_((JobKind.RESTORE, JobKind.VERIFY)),
+            Job.state.in_((JobState.QUEUED, JobState.RUNNING)),
+        )
+    )
+    return {p["restore_point_id"] for p in params if p and p.get("restore_point_id")}
+
+
 def expire_repository(
     session: Session, repo: Repository, *, now: datetime | None = None
 ) -> ExpireReport:
@@ -96,6 +108,7 @@ def expire_repository(
         candidates += [p for i, p in enumerate(members) if i not in keep]
     holds = holds_by_point(session, candidates) if candidates else {}
     pinned = repo.pinned_manifests()
+    being_read = _points_being_read(session)
     by_point: dict[int, list[RestorePointCopy]] = defaultdict(list)
     for c in copies:  # a VM image has one copy (one manifest) per disk
         by_point[c.restore_point_id].append(c)
@@ -105,6 +118,8 @@ def expire_repository(
         blocker = removal_blocker(now, point.retain_until, holds.get(point.id, []))
         if blocker is None and any(c.reference in pinned for c in mine):
             blocker = "a running backup builds on it"
+        if blocker is None and point.id in being_read:
+            blocker = "a restore or verify job is reading it"
         if blocker:
             report.kept[point.id] = blocker
             continue

@@ -370,6 +370,9 @@ class ArraySnapshot(VmSnapshot):
                     reason=f"keep {keep} on the array",
                     array_snapshot=copy.reference,
                 )
+                # The snapshot is gone: say so now, not after the rest (a later failure must
+                # not roll the catalog back to offering it).
+                session.commit()
                 expired.append(point.id)
             return expired
 

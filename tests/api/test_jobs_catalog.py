@@ -191,6 +191,24 @@ def test_failed_jobs_can_be_retried_as_new_jobs(app, client, admin, server_id):
     assert_problem(client.post(f"/api/v1/jobs/{ids[1]}/retry", headers=admin), 409, "running")
 
 
+def test_a_confirmed_restore_is_not_retried_with_its_old_confirm(app, client, admin, server_id):
+    from app.db.models import Job
+    from app.domain.jobs import JobKind, JobState
+
+    with app.state.runtime.db.session() as session:
+        failed = Job(
+            kind=JobKind.RESTORE,
+            server_id=server_id,
+            state=JobState.FAILED,
+            params={"restore_point_id": 1, "mode": "revert", "confirm": "EXCH-MBX01"},
+        )
+        session.add(failed)
+        session.flush()
+        job_id = failed.id
+    r = client.post(f"/api/v1/jobs/{job_id}/retry", headers=admin)
+    assert_problem(r, 409, "confirm again")
+
+
 def test_restore_needs_confirmation_and_a_snapshot_to_revert_to(app, client, admin, server_id):
     point = _restore_point(app, server_id)
     body = {"kind": "restore", "restore_point_id": point}

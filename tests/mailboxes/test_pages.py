@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from app.db.models import Job, LegalHold
+from app.db.models import AuditEvent, Job, LegalHold
 from app.main import create_app
 from tests.mailboxes.mailgen import message
 from tests.web.conftest import ADMIN_PASSWORD, csrf_from, sign_in
@@ -77,6 +77,9 @@ def test_mail_pages_from_list_to_restore_job(mail_env, browser):
     found = browser.get("/archive", params={"terms": "falcon"})
     assert found.status_code == 200
     assert 'id="result-count">1<' in found.text and "<mark>falcon</mark>" in found.text
+    with env.db.session() as s:
+        search = s.scalar(select(AuditEvent).where(AuditEvent.action == "archive.search"))
+        assert search is not None and search.detail["terms"] == "falcon"
     r = browser.post(
         "/archive/hold",
         data={

@@ -118,6 +118,21 @@ def test_repository_connection_is_validated_and_initialised_by_test(client, admi
     assert client.get(f"/api/v1/connections/{bad}", headers=admin).json()["status"] == "failed"
 
 
+def test_two_repository_connections_cannot_share_a_directory(client, admin, tmp_path):
+    body = {"kind": "repository", "options": {"path": str(tmp_path / "lib")}}
+    r = client.post("/api/v1/connections", json={**body, "name": "lib-a"}, headers=admin)
+    assert r.status_code == 201, r.text
+    r = client.post("/api/v1/connections", json={**body, "name": "lib-b"}, headers=admin)
+    assert r.status_code == 409 and "lib-a" in r.json()["detail"], r.text
+    other = {"kind": "repository", "name": "lib-c", "options": {"path": str(tmp_path / "c")}}
+    r = client.post("/api/v1/connections", json=other, headers=admin)
+    assert r.status_code == 201, r.text
+    r = client.patch(
+        f"/api/v1/connections/{r.json()['id']}", json={"options": body["options"]}, headers=admin
+    )
+    assert r.status_code == 409, r.text
+
+
 def test_repository_endpoints_need_the_right_role(client, headers_for, tmp_path, admin):
     from app.security.roles import Role
 
@@ -234,6 +249,37 @@ def test_expire_keeps_schedule_holds_and_compliance_then_gc_frees_the_rest(
     usage = repos[0]["usage"]
     assert usage["images"] == 8 and usage["last_gc_removed_chunks"] > 0
     assert usage["logical_bytes"] == 8 * 4 * BS and usage["dedup_ratio"] > 1
+
+
+def test_expire_leaves_a_restore_point_a_queued_restore_will_read(
+    client, admin, runtime, worker, tmp_path
+):
+    repo_id = add_repository(client, admin, tmp_path / "lib", runtime=runtime)
+    estate = Estate(runtime, repo_id, keep_last=1)
+    now = utcnow()
+    old, _newest = (estate.add_point(now - timedelta(hours=2 - i), seed=i) for i in range(2))
+    with runtime.db.session() as session:
+        # Queued behind the expire (not claimable by this worker): it will read ``old``.
+        session.add(
+            Job(
+                kind=JobKind.RESTORE,
+                params={"restore_point_id": old, "mode": "disk"},
+                required_capabilities=["not-this-worker"],
+            )
+        )
+    r = client.post(f"/api/v1/repositories/{repo_id}/expire", headers=admin)
+    assert r.status_code == 202
+    run_jobs(worker)
+    with runtime.db.session() as session:
+        job = session.get(Job, r.json()["job_id"])
+        assert job.state == JobState.SUCCEEDED, job.error
+        events = [e.message for e in job.events]
+        assert f"restore point {old} stays: a restore or verify job is reading it" in events
+        point = session.get(RestorePoint, old)
+        assert point.status == RestorePointStatus.AVAILABLE
+        repo = estate.repo(session)
+        for copy in point.copies:
+            assert b"".join(repo.read_image(repo.load_manifest(copy.reference)))
 
 
 def test_verify_finds_damage_names_the_block_notifies_and_heals(

@@ -78,7 +78,7 @@ def create_connection(
         **body.model_dump(exclude={"password", "guest_password", "trusted_thumbprint"})
     )
     if conn.kind == ConnectionKind.REPOSITORY:
-        conn.options = _repository_options(conn.options)
+        conn.options = _repository_options(session, conn.options)
     if conn.kind == ConnectionKind.MAIL:
         conn.options = _mail_options(conn.options)
     conn.trusted_thumbprint = normalise_thumbprint(body.trusted_thumbprint)
@@ -132,7 +132,7 @@ def update_connection(
     if "name" in changes and changes["name"] != conn.name:
         _name_taken(session, changes["name"], conn.id)
     if conn.kind == ConnectionKind.REPOSITORY and changes.get("options") is not None:
-        changes["options"] = _repository_options(changes["options"])
+        changes["options"] = _repository_options(session, changes["options"], conn.id)
         if changes["options"] != conn.options:
             conn.status = ConnectionStatus.UNTESTED
     if conn.kind == ConnectionKind.MAIL and changes.get("options") is not None:
@@ -200,13 +200,24 @@ def delete_connection(connection_id: int, session: DbSession, principal=Admin):
     return Response(status_code=204)
 
 
-def _repository_options(options: dict) -> dict:
+def _repository_options(session, options: dict, except_id: int | None = None) -> dict:
     from app.repository.connection import validate_options
 
     try:
-        return validate_options(options)
+        options = validate_options(options)
     except ValueError as exc:
         raise invalid(str(exc), "options") from exc
+    path = options.get("path")
+    others = session.scalars(
+        select(Connection).where(
+            Connection.kind == ConnectionKind.REPOSITORY, Connection.id != (except_id or 0)
+        )
+    )
+    # Two connections on one directory would each expire and collect the other's data.
+    for other in others:
+        if path is not None and other.options.get("path") == path:
+            raise conflict(f"repository '{other.name}' already lives in {path}")
+    return options
 
 
 def _mail_options(options: dict) -> dict:

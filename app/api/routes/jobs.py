@@ -209,6 +209,13 @@ def retry_job(job_id: int, session: DbSession, principal: Reader):
         )
     if old.state not in (JobState.FAILED, JobState.CANCELLED, JobState.PARTIALLY_SUCCEEDED):
         raise conflict(f"job {job_id} is {old.state}; only failed or cancelled jobs are retried")
+    if old.kind == JobKind.RESTORE and "confirm" in old.params:
+        # A confirmation was typed for that moment; replaying it days later would overwrite
+        # data nobody confirmed now.
+        raise conflict(
+            f"job {job_id} was a restore confirmed by typing a name; start it again from its "
+            "restore point and confirm again"
+        )
     params = {k: v for k, v in old.params.items() if k != "scheduled_for"}
     job = Job(
         kind=old.kind,

@@ -17,6 +17,7 @@ from app.api.routes.holds import create_hold
 from app.api.routes.mailboxes import queue_mail_restore
 from app.api.schemas.catalog import LegalHoldCreate
 from app.api.schemas.mailboxes import Destination, SearchHoldCreate
+from app.audit import record
 from app.db.models import Connection, LegalHold, Mailbox, MailboxRestorePoint
 from app.mailboxes import archive
 from app.mailboxes import restore as mrestore
@@ -286,6 +287,16 @@ def archive_search(
         page = max(1, page)
         if not query.empty:
             result = archive.search(ctx.session, query, limit=PAGE, offset=(page - 1) * PAGE)
+            # Reading people's mail is audited, from the browser as from the API.
+            record(
+                ctx.session,
+                ctx.principal.actor,
+                "archive.search",
+                "archive",
+                None,
+                total=result.total,
+                **query.as_dict(),
+            )
         mailboxes = ctx.session.scalars(select(Mailbox.name).distinct().order_by(Mailbox.name))
         params = {
             "terms": terms,
@@ -314,7 +325,7 @@ def archive_search(
 @router.post("/archive/restore")
 def archive_restore(request: Request, form: Form) -> Response:
     with signed_in(request, Permission.RUN_RESTORE, form=form, check_form=True) as ctx:
-        ids = [int(v) for v in form.getlist("message") if str(v).isdigit()]
+        ids = [int(v) for v in form.getlist("message") if str(v).isascii() and str(v).isdigit()]
         back = "/archive?" + text(form, "back_query")
         items = mrestore.archive_items(ctx.session, ids)
         if not items:

@@ -47,7 +47,10 @@ def repository_action(request: Request, repository_id: int, action: str, form: F
     with signed_in(request, RUN, form=form, check_form=True) as ctx:
         try:
             if action == "verify":
-                sample = float(text(form, "sample") or "1.0")
+                try:
+                    sample = float(text(form, "sample") or "1.0")
+                except ValueError:
+                    sample = 1.0
                 body = VerifyRequest(sample=sample if str(sample) in SAMPLES else 1.0)
                 job = start_verify(repository_id, body, ctx.session, ctx.principal)
                 flash(request, f"Verify job {job.job_id} queued.")
