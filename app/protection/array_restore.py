@@ -27,7 +27,7 @@ from app.domain.protection import CopyLocation, ProtectionMethod, RestorePointSt
 from app.jobs.context import JobContext, JobResult, PermanentError
 from app.protection.array_volumes import open_driver, store_volumes
 from app.protection.vcenter_access import for_job
-from app.strategies.array_snapshot import open_job_repository
+from app.repository.connection import open_job_repository
 
 MODES = ("revert", "clone", "volume")
 TARGETS = ("new", "original")

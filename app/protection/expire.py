@@ -33,7 +33,8 @@ from app.jobs.context import JobContext, JobResult, PermanentError
 from app.jobs.handlers import register
 from app.protection.catalog import retire_copies
 from app.protection.holds import holds_by_point
-from app.repository import Repository, RepositoryError, open_repository
+from app.repository import Repository, RepositoryError
+from app.repository.connection import open_job_repository
 from app.repository.gc import GRACE_S, GcReport, collect_garbage
 
 log = logging.getLogger(__name__)
@@ -181,14 +182,6 @@ def record_usage(session: Session, repo: Repository, gc: GcReport, *, now: datet
     session.add(usage)
 
 
-def root_key(ctx: JobContext) -> bytes:
-    if ctx.runtime is not None:
-        return ctx.runtime.settings.root_key()
-    from app.config import get_settings
-
-    return get_settings().root_key()
-
-
 def run_expire(ctx: JobContext) -> JobResult:
     repository_id = ctx.params.get("repository_id")
     if not isinstance(repository_id, int):
@@ -197,7 +190,7 @@ def run_expire(ctx: JobContext) -> JobResult:
     ctx.step("retention")
     with ctx.db.session() as session:
         try:
-            repo = open_repository(session, repository_id, root_key=root_key(ctx))
+            repo = open_job_repository(ctx, repository_id, session)
         except RepositoryError as exc:
             raise PermanentError(str(exc)) from exc
         report = expire_repository(session, repo)

@@ -31,7 +31,7 @@ from app.db.models import ExchangeServer, RestorePoint
 from app.domain.protection import CopyLocation, RestorePointStatus
 from app.jobs.context import JobContext, JobResult, PermanentError
 from app.protection.vcenter_access import for_job
-from app.strategies.vm_image import open_job_repository
+from app.repository.connection import open_job_repository
 
 MODE = "disk"
 TARGETS = ("new", "original")

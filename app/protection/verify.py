@@ -28,9 +28,10 @@ from app.domain.jobs import JobKind
 from app.domain.protection import CopyLocation, RestorePointStatus, Verification
 from app.jobs.context import JobContext, JobResult, PermanentError
 from app.jobs.handlers import register
-from app.protection.expire import _schedule_per_repository, root_key
-from app.repository import Repository, RepositoryError, open_repository
+from app.protection.expire import _schedule_per_repository
+from app.repository import Repository, RepositoryError
 from app.repository.backend import ObjectMissing
+from app.repository.connection import open_job_repository
 from app.repository.store import chunk_key
 
 
@@ -188,7 +189,7 @@ def run_verify(ctx: JobContext) -> JobResult:
                 "a verify job needs params.restore_point_id, params.repository_id or a policy"
             )
         try:
-            repo = open_repository(session, repository_id, root_key=root_key(ctx))
+            repo = open_job_repository(ctx, repository_id, session)
         except RepositoryError as exc:
             raise PermanentError(str(exc)) from exc
     verified, damaged = [], []

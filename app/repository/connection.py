@@ -8,8 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from app.repository.backend import ObjectMissing
-from app.repository.store import RepositoryError, open_repository_at
+from app.repository.store import RepositoryError, open_repository, open_repository_at
 
 
 def validate_options(options: dict[str, Any], *, need_path: bool = False) -> dict[str, Any]:
@@ -78,3 +80,13 @@ def check_repository(options: dict[str, Any], root_key: bytes) -> RepositoryChec
         f"{repo.block_size // (1024 * 1024)} MiB blocks, zstd"
     )
     return RepositoryCheck(True, f"{opts['path']} is writable{note}", about)
+
+
+def open_job_repository(ctx: Any, connection_id: int, session: Session | None = None):
+    """The repository a job reads or writes, opened with its service's key (``ctx.runtime``,
+    or the process settings for a job context without one)."""
+    key = ctx.runtime.settings.root_key() if getattr(ctx, "runtime", None) else None
+    if session is not None:
+        return open_repository(session, connection_id, root_key=key)
+    with ctx.db.session() as own:
+        return open_repository(own, connection_id, root_key=key)

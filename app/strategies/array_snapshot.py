@@ -42,6 +42,7 @@ from app.domain.protection import (
     RestorePointStatus,
 )
 from app.domain.retention import removal_blocker
+from app.repository.connection import open_job_repository
 from app.strategies.base import BackupRun, CopyMade, StepContext, TargetSpec
 from app.strategies.declarations import ARRAY_SNAPSHOT
 from app.strategies.vm_snapshot import VmSnapshot, is_bulwark_snapshot, snapshot_name
@@ -55,15 +56,6 @@ def _permanent(message: str) -> Exception:
     from app.jobs.context import PermanentError
 
     return PermanentError(message)
-
-
-def open_job_repository(ctx: Any, connection_id: int) -> Any:
-    """The repository a job writes to, opened with the service's key."""
-    from app.repository import open_repository
-
-    root_key = ctx.runtime.settings.root_key() if getattr(ctx, "runtime", None) else None
-    with ctx.db.session() as session:
-        return open_repository(session, connection_id, root_key=root_key)
 
 
 def open_job_array(ctx: Any, connection_id: int) -> arrays.ArrayDriver:

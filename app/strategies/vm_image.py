@@ -31,6 +31,7 @@ from app.adapters.vsphere.snapshot_disks import (
 from app.domain.jobs import EventLevel
 from app.domain.protection import CopyLocation, ProtectionMethod, RestorePointStatus
 from app.jobs.context import PermanentError
+from app.repository.connection import open_job_repository
 from app.strategies.base import BackupRun, CopyMade, StepContext
 from app.strategies.declarations import VM_IMAGE
 from app.strategies.vm_snapshot import VmSnapshot
@@ -167,15 +168,6 @@ def plan_read(
 
 
 # -- the strategy ---------------------------------------------------------------------------
-
-
-def open_job_repository(ctx: Any, connection_id: int) -> Any:
-    """The repository a job writes to, opened with the service's key."""
-    from app.repository.store import open_repository
-
-    root_key = ctx.runtime.settings.root_key() if getattr(ctx, "runtime", None) else None
-    with ctx.db.session() as session:
-        return open_repository(session, connection_id, root_key=root_key)
 
 
 class VmImage(VmSnapshot):
