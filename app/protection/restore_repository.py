@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.adapters import vsphere
+from app.adapters.vsphere import snapshot_disks
 from app.adapters.vsphere.datastore_files import (
     DatastoreFiles,
     DatastorePath,
@@ -172,6 +173,7 @@ def run_disk_restore(ctx: JobContext) -> JobResult:
         files = DatastoreFiles(client, dc)
         if target == "original":
             _check_vm_off(client, first)
+            _check_disks_unchanged(client, images)
             ctx.step("verify", "checking every block before anything is overwritten")
             for image, manifest in zip(images, manifests, strict=True):
                 current = image
@@ -228,6 +230,28 @@ def _check_vm_off(client: Any, image: DiskImage) -> None:
             f"{image.server_name} has snapshots, which build on the disks to be overwritten; "
             "remove them (or restore as new disks) first"
         )
+
+
+def _check_disks_unchanged(client: Any, images: list[DiskImage]) -> None:
+    """Overwrite only the file each disk still lives in, at the size it had: after a Storage
+    vMotion, a disk swap or a grown disk, the recorded file is no longer that disk."""
+    now = {d.key: d for d in snapshot_disks.vm_disks(client, images[0].vm_moref)}
+    for image in images:
+        disk = now.get(image.entry["key"])
+        if disk is None:
+            raise PermanentError(
+                f"{image.server_name} no longer has {image.label}; restore it as a new disk"
+            )
+        if disk.file_name != image.entry.get("file"):
+            raise PermanentError(
+                f"{image.label} of {image.server_name} now lives in {disk.file_name}, not "
+                f"{image.entry.get('file')} as when backed up; restore it as a new disk"
+            )
+        if disk.capacity_bytes != image.entry.get("capacity_bytes"):
+            raise PermanentError(
+                f"{image.label} of {image.server_name} is {disk.capacity_bytes} bytes now, "
+                f"{image.entry.get('capacity_bytes')} when backed up; restore it as a new disk"
+            )
 
 
 def _stream(ctx: JobContext, repo: Any, manifest: Any, before: int, total: int):

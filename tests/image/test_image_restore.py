@@ -148,6 +148,32 @@ def test_restore_over_the_original_needs_power_off_and_confirmation(
     ]
 
 
+def test_restore_over_the_original_refuses_a_disk_grown_since_the_backup(
+    client, admin, worker, estate, vc, point
+):
+    from pyVmomi import vim
+
+    vm = vc.managed_object(vim.VirtualMachine, estate.vm(SERVER))
+    disk = next(
+        d
+        for d in vm.config.hardware.device
+        if isinstance(d, vim.vm.device.VirtualDisk) and d.key == DB_DISK
+    )
+    disk.capacityInBytes += 1024**3
+    disk.capacityInKB = disk.capacityInBytes // 1024
+    grow = vim.vm.device.VirtualDeviceSpec(operation="edit", device=disk)
+    vsphere.wait_for_task(vc, vm.ReconfigVM_Task(vim.vm.ConfigSpec(deviceChange=[grow])), 30)
+    vsphere.shut_down(vc, estate.vm(SERVER), timeout=30)
+
+    url = f"/api/v1/restore-points/{point['id']}/disks/{DB_DISK}/restore"
+    r = client.post(url, json={"target": "original", "confirm": SERVER}, headers=admin)
+    assert r.status_code == 202, r.text
+    run_jobs(worker)
+    refused = job(client, admin, r.json()["id"])
+    assert refused["state"] == "failed", refused
+    assert "when backed up; restore it as a new disk" in refused["error"]
+
+
 def test_every_disk_restored_over_the_original_brings_the_whole_vm_back(
     client, admin, worker, lab, estate, vc, point
 ):

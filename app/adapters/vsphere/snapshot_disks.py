@@ -17,7 +17,7 @@ from pyVmomi import vim, vmodl
 
 from ._collector import retrieve_one, translated_faults
 from .datastore_files import DatastorePath, flat_extent, rdm_extent
-from .disks import FLAT, OTHER, RDM_PHYSICAL, RDM_VIRTUAL
+from .disks import FLAT, OTHER, RDM_PHYSICAL, RDM_VIRTUAL, VirtualDisk, disks_of
 from .errors import VSphereError
 from .tasks import wait_for_task
 
@@ -52,6 +52,16 @@ def _backing_kind(backing: Any) -> str:
     if isinstance(backing, vim.vm.device.VirtualDisk.RawDiskMappingVer1BackingInfo):
         return RDM_PHYSICAL if backing.compatibilityMode == "physicalMode" else RDM_VIRTUAL
     return OTHER
+
+
+def vm_disks(client: Any, vm_moref: str) -> tuple[VirtualDisk, ...]:
+    """The VM's virtual disks as they are now (one property read)."""
+    vm = client.managed_object(vim.VirtualMachine, vm_moref)
+    with translated_faults(client, f"reading the disks of {vm_moref}"):
+        devices = retrieve_one(client, vm, vim.VirtualMachine, ["config.hardware.device"]).get(
+            "config.hardware.device", []
+        )
+    return disks_of(devices)
 
 
 def snapshot_disks(client: Any, snapshot_moref: str) -> list[SnapshotDisk]:
