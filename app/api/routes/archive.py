@@ -13,6 +13,7 @@ from sqlalchemy import select
 
 from app.api import API_PREFIX
 from app.api.deps import DbSession, Reader, require, runtime
+from app.api.downloads import attachment
 from app.api.problems import Problem, conflict, invalid, not_found
 from app.api.routes.mailboxes import exporter, queue_mail_restore, stream_export
 from app.api.schemas.catalog import LegalHoldOut
@@ -112,7 +113,7 @@ def message_eml(message_id: int, session: DbSession, request: Request, principal
     return Response(
         raw,
         media_type="message/rfc822",
-        headers={"Content-Disposition": f'attachment; filename="message-{msg.id}.eml"'},
+        headers={"Content-Disposition": attachment(f"message-{msg.id}.eml")},
     )
 
 

@@ -12,6 +12,7 @@ from pydantic import Field
 
 from app.api import API_PREFIX
 from app.api.deps import DbSession, require, runtime
+from app.api.downloads import attachment
 from app.api.problems import Problem, conflict, invalid, not_found
 from app.api.schemas.common import Input
 from app.api.schemas.jobs import JobOut
@@ -143,7 +144,7 @@ def download_disk_image(
         "Accept-Ranges": "bytes",
         "Content-Length": str(length),
         "ETag": etag,
-        "Content-Disposition": f'attachment; filename="{name}"',
+        "Content-Disposition": attachment(name),
     }
     if wanted:
         headers["Content-Range"] = f"bytes {start}-{end}/{size}"

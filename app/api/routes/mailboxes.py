@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 
 from app.api import API_PREFIX
 from app.api.deps import DbSession, Reader, require, runtime
+from app.api.downloads import attachment
 from app.api.pagination import Page, PageWindow, paginate
 from app.api.problems import Problem, invalid, not_found
 from app.api.schemas.mailboxes import (
@@ -258,7 +259,7 @@ def stream_export(session, request: Request, items, fmt: str, filename: str):
     return StreamingResponse(
         chunks(),
         media_type=media,
-        headers={"Content-Disposition": f'attachment; filename="{filename}.{fmt}"'},
+        headers={"Content-Disposition": attachment(f"{filename}.{fmt}")},
     )
 
 
