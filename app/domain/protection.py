@@ -61,6 +61,10 @@ class Verification(StrEnum):
     DAMAGED = "damaged"
 
 
+class RestoreRefused(ValueError):
+    """A restore cannot be done as asked; the message says why, for the operator (API: 422)."""
+
+
 BACKING_LAYOUT = {
     "flat": DatabaseLayout.VMDK,
     "rdm-physical": DatabaseLayout.RDM_PHYSICAL,

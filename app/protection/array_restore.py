@@ -23,7 +23,7 @@ from typing import Any
 from app.adapters import arrays, vsphere
 from app.audit import Actor, record
 from app.db.models import Connection, ExchangeServer, RestorePoint
-from app.domain.protection import CopyLocation, ProtectionMethod, RestorePointStatus
+from app.domain.protection import CopyLocation, ProtectionMethod, RestorePointStatus, RestoreRefused
 from app.jobs.context import JobContext, JobResult, PermanentError
 from app.protection.array_volumes import open_driver, store_volumes
 from app.protection.vcenter_access import for_job
@@ -33,10 +33,6 @@ MODES = ("revert", "clone", "volume")
 TARGETS = ("new", "original")
 CAPABILITY = "array"
 SHUTDOWN_TIMEOUT_S = 600
-
-
-class RestoreRefused(ValueError):
-    """The restore cannot be done as asked; the message says why (API: 422)."""
 
 
 def is_array_point(point: RestorePoint) -> bool:

@@ -16,7 +16,7 @@ from app.adapters import vsphere
 from app.audit import Actor, record
 from app.db.models import ExchangeServer, RestorePoint
 from app.domain.jobs import EventLevel
-from app.domain.protection import CopyLocation, RestorePointStatus
+from app.domain.protection import CopyLocation, RestorePointStatus, RestoreRefused
 from app.jobs.context import JobContext, JobResult, PermanentError
 from app.protection.vcenter_access import for_job
 
@@ -25,10 +25,6 @@ LEFTOVER = "new_vm"
 # vSphere allows up to 80 characters; '/', '\' and '%' are escaped in inventory paths, and a
 # name that needs escaping is a mistake more often than an intent.
 _NAME = re.compile(r"^[^/\\%\x00-\x1f]{1,80}$")
-
-
-class RestoreRefused(ValueError):
-    """The request cannot be honoured; the message says why, for the operator."""
 
 
 def live_snapshot(point: RestorePoint):

@@ -29,17 +29,13 @@ from app.adapters.vsphere.datastore_files import (
 )
 from app.audit import Actor, record
 from app.db.models import ExchangeServer, RestorePoint
-from app.domain.protection import CopyLocation, RestorePointStatus
+from app.domain.protection import CopyLocation, RestorePointStatus, RestoreRefused
 from app.jobs.context import JobContext, JobResult, PermanentError
 from app.protection.vcenter_access import for_job
 from app.repository.connection import open_job_repository
 
 MODE = "disk"
 TARGETS = ("new", "original")
-
-
-class RestoreRefused(ValueError):
-    """The restore cannot be done as asked; the message says why (API: 422)."""
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from app.db.models import Connection, ExchangeServer, Job, Policy, Proxy, Restor
 from app.db.types import utcnow
 from app.domain.connections import ConnectionKind
 from app.domain.jobs import JobKind, JobState
-from app.domain.protection import CopyLocation
+from app.domain.protection import CopyLocation, RestoreRefused
 from app.protection import array_restore, restore_new_vm
 from app.security.roles import Permission
 
@@ -97,13 +97,13 @@ def _confirm_restore(session: Session, point: RestorePoint, params: dict) -> Non
     if array_restore.is_array_point(point):
         try:
             array_restore.confirm(point, server.name, params)
-        except array_restore.RestoreRefused as exc:
+        except RestoreRefused as exc:
             raise invalid(str(exc), "params") from exc
         return
     if params.get("mode") == restore_new_vm.MODE:
         try:
             restore_new_vm.confirm(point, server.name, params)
-        except restore_new_vm.RestoreRefused as exc:
+        except RestoreRefused as exc:
             raise invalid(str(exc), "params") from exc
         return
     if params.get("mode", "revert") != "revert":
