@@ -1,8 +1,9 @@
 """Messages in the repository: stored whole, once, by content hash (``put_chunk``).
 
-Chunks are written without a directory fsync each and flushed once before the database
-names them; hashing and compressing run on a small thread pool (blake3 and zstd release the
-GIL) while the IMAP connection fetches the next batch.
+Messages go into packs (many to a file: a file per message cost more than the rest of the
+backup together) and are flushed once per batch before the database names them; hashing,
+compressing and sealing run on a small thread pool (blake3, zstd and AES release the GIL)
+while the IMAP connection fetches the next batch.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from app.repository import Repository, register_reference_source
 
 
 def put_message(repo: Repository, raw: bytes) -> str:
-    return repo.put_chunk(raw, durable=False)
+    return repo.put_chunk(raw, durable=False, packed=True)
 
 
 def flush(repo: Repository) -> None:

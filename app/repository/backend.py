@@ -39,6 +39,8 @@ class ObjectStore(Protocol):
     # ``data``: bytes, or a sequence of bytes-like parts written one after the other.
     def put(self, key: str, data, *, durable: bool = True) -> None: ...
     def get(self, key: str) -> bytes: ...
+    def get_range(self, key: str, offset: int, length: int) -> bytes: ...
+    def size(self, key: str) -> int | None: ...
     def exists(self, key: str) -> bool: ...
     def list(self, prefix: str = "") -> Iterator[str]: ...
     def delete(self, key: str) -> None: ...
@@ -139,6 +141,23 @@ class FilesystemStore:
                 return fh.read()
         except FileNotFoundError:
             raise ObjectMissing(key) from None
+
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        """``length`` bytes from ``offset`` (fewer only if the object is shorter)."""
+        try:
+            fd = os.open(self._path(key), os.O_RDONLY)
+        except FileNotFoundError:
+            raise ObjectMissing(key) from None
+        try:
+            return os.pread(fd, length, offset)
+        finally:
+            os.close(fd)
+
+    def size(self, key: str) -> int | None:
+        try:
+            return os.stat(self._path(key)).st_size
+        except FileNotFoundError:
+            return None
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()

@@ -8,13 +8,20 @@ Safe against a backup writing at the same time, by three rules:
   clocks of other hosts sharing the repository). A backup writes new chunks and touches every
   chunk it reuses (deduplicated, or unchanged under changed-block tracking), so all its
   chunks are younger than the cutoff.
-* A manifest a running backup builds on cannot be deleted (``ManifestInUse``).
+* A manifest a running backup builds on, or a download reads, cannot be deleted
+  (``ManifestInUse``).
 * The sweep holds the repository's ``gc`` lock exclusively; saving a manifest takes it shared
   and checks that every chunk it names still exists, so a manifest never appears naming a
   chunk the sweep removed.
 
 A backup that crashed leaves only chunks no manifest names and a writer record of a dead
 process; the next collection after the grace period removes both's effect.
+
+Packs (many small chunks in one file, see packs.py) follow the same rules a pack at a time:
+one written or touched after the cutoff is kept whole; an older one is removed when none of
+its chunks is needed, and written anew with only the needed ones when some are not: mail
+past its retention must really leave the repository, not linger beside live mail. A pack
+without an index (a crash between the two) is removed after the cutoff.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.orm import Session
 
 from app.repository.backend import ObjectMissing
+from app.repository.packs import index_key, pack_key, read_index, remove_pack, write_pack
 from app.repository.references import reference_sources
 from app.repository.store import Repository, RepositoryError
 
@@ -43,6 +51,8 @@ class GcReport:
     remaining_bytes: int = 0
     logical_bytes: int = 0
     removed_temporaries: int = 0
+    removed_packs: int = 0
+    repacked_packs: int = 0
     cutoff: float = 0.0
     sources: dict[str, int] = field(default_factory=dict)
 
@@ -103,7 +113,57 @@ def collect_garbage(
                     repo.store.delete(info.key)
                     report.removed_chunks += 1
                     report.freed_bytes += info.size
+        _collect_packs(repo, live, cutoff, report)
     remove_temps = getattr(repo.store, "remove_stale_temporaries", None)
     if remove_temps is not None:
         report.removed_temporaries = remove_temps(cutoff)
     return report
+
+
+def _collect_packs(repo: Repository, live: set[str], cutoff: float, report: GcReport) -> None:
+    store = repo.store
+    packs = {info.key.rsplit("/", 1)[-1]: info for info in store.stat_all("packs/")}
+    indexed: set[str] = set()
+    for key in list(store.list("index/")):
+        pack_id = key.removeprefix("index/")
+        info = packs.get(pack_id)
+        entries = read_index(store, pack_id)
+        indexed.add(pack_id)
+        if info is None or entries is None:
+            # A torn index, or one whose pack is gone or short: it names nothing usable.
+            index_info = next(iter(store.stat_all(index_key(pack_id))), None)
+            if index_info is not None and index_info.modified < cutoff:
+                remove_pack(store, pack_id)
+                if info is not None:
+                    report.removed_packs += 1
+                    report.freed_bytes += info.size
+            continue
+        needed = [e for e in entries if e.digest in live]
+        needed_bytes = sum(e.length for e in needed)
+        if info.modified >= cutoff or len(needed) == len(entries):
+            report.kept_young += len(entries) - len(needed)
+            report.remaining_chunks += len(entries)
+            report.remaining_bytes += info.size
+            continue
+        if needed:
+            chunks = [
+                (e.digest, store.get_range(pack_key(pack_id), e.offset, e.length)) for e in needed
+            ]
+            write_pack(store, chunks)
+            report.repacked_packs += 1
+            report.remaining_chunks += len(needed)
+            report.remaining_bytes += needed_bytes
+        remove_pack(store, pack_id)
+        repo.packs.forget(pack_id)
+        report.removed_packs += 1
+        report.removed_chunks += len(entries) - len(needed)
+        report.freed_bytes += info.size - needed_bytes
+    for pack_id, info in packs.items():
+        if (
+            pack_id not in indexed
+            and info.modified < cutoff
+            and not store.exists(index_key(pack_id))
+        ):
+            remove_pack(store, pack_id)  # a crash between writing a pack and its index
+            report.removed_packs += 1
+            report.freed_bytes += info.size

@@ -5,7 +5,9 @@ repository key when encrypted), compressed (zstd), optionally encrypted, and sto
 under its digest. All-zero blocks are not stored. Layout of the objects::
 
     config                      what the repository is (format, block size, wrapped key)
-    chunks/<4 hex>/<digest>     one block or one whole small object (e.g. a mail message)
+    chunks/<4 hex>/<digest>     one block (or a large object) as its own file
+    packs/<2 hex>/<pack id>     many small chunks (mail messages) in one file (packs.py)
+    index/<pack id>             which chunks a pack holds and where
     manifests/<id>              an image: size, block list, source, image hash, read mode
     writers/<id>                a backup in progress (garbage collection spares its chunks)
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 import base64
 import collections
 import contextlib
+import functools
 import json
 import os
 import secrets
@@ -33,6 +36,7 @@ import blake3
 
 from app.repository.backend import FilesystemStore, ObjectMissing, ObjectStore
 from app.repository.codec import Codec, RepositoryKeys, SealBroken, unwrap_key, wrap_key
+from app.repository.packs import PACK_LIMIT, PackIndex, PackWriter, pack_key
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -162,6 +166,8 @@ class Repository:
         self._codec = Codec(keys)
         self._digest_key = keys.digest_key if keys else None
         self._zero = _ZERO if self.block_size == BLOCK_SIZE else bytes(self.block_size)
+        self.packs = PackIndex(store)
+        self._open_pack = PackWriter(store, self.packs)
 
     def __repr__(self) -> str:
         return f"Repository({self.store!r}, encrypted={self.encrypted})"
@@ -173,15 +179,34 @@ class Repository:
             return blake3.blake3(data, key=self._digest_key).hexdigest()
         return blake3.blake3(data).hexdigest()
 
-    def put_chunk(self, data: bytes, *, durable: bool = True) -> str:
+    def put_chunk(self, data: bytes, *, durable: bool = True, packed: bool = False) -> str:
         """Store ``data`` once; with ``durable=False`` it is whole or absent after a crash
         but only durable after :meth:`flush` (call it before the database names the digest).
+
+        ``packed``: a small chunk goes into the open pack (many to a file, see packs.py);
+        it is readable and durable only after :meth:`flush`.
         """
+        if packed and len(data) <= PACK_LIMIT:
+            return self._put_packed(data)
         digest, _new, _stored = self._put(data, durable=durable)
         return digest
 
+    def _put_packed(self, data: bytes) -> str:
+        digest = self.digest(data)
+        if self._open_pack.holds(digest):
+            return digest
+        where = self.packs.locate(digest)
+        # Using a stored chunk again tells a concurrent garbage collection (see _put).
+        if where is not None and self.packs.touch(where[0]):
+            return digest
+        if self.store.touch(chunk_key(digest)):
+            return digest  # stored loose before (a large object, or before packs existed)
+        self._open_pack.append(digest, self._codec.seal_parts(data, digest), durable=False)
+        return digest
+
     def flush(self) -> None:
-        """Make every chunk stored with ``durable=False`` durable."""
+        """Make every chunk stored with ``durable=False`` (or ``packed``) durable."""
+        self._open_pack.write(durable=False)
         self.store.flush()
 
     def _put(self, data: bytes, *, durable: bool) -> tuple[str, bool, int]:
@@ -201,10 +226,9 @@ class Repository:
     def _load_chunk(self, digest: str) -> bytes | bytearray:
         """The chunk's plain data, checked against its digest (maybe a bytearray: restores
         stream it on without another copy)."""
-        try:
-            stored = self.store.get(chunk_key(digest))
-        except ObjectMissing:
-            raise ChunkDamaged(digest, "missing from the repository") from None
+        stored = self._stored_bytes(digest)
+        if stored is None:
+            raise ChunkDamaged(digest, "missing from the repository")
         try:
             data = self._codec.open(stored, digest)
         except SealBroken as exc:
@@ -213,8 +237,45 @@ class Repository:
             raise ChunkDamaged(digest, "its content does not match its hash")
         return data
 
+    def _stored_bytes(self, digest: str) -> bytes | None:
+        """A chunk as stored: its own file, or its place in a pack (the index is read again
+        once when neither has it: another process, or a repack, may have moved it)."""
+        for refresh in (False, True):
+            where = self.packs.locate(digest, refresh=refresh)
+            if where is not None:
+                pack_id, offset, length = where
+                try:
+                    data = self.store.get_range(pack_key(pack_id), offset, length)
+                except ObjectMissing:
+                    self.packs.forget(pack_id)
+                    continue
+                return data  # if short, opening the seal reports the damage
+            if not refresh:
+                try:
+                    return self.store.get(chunk_key(digest))
+                except ObjectMissing:
+                    pass
+        return None
+
     def has_chunk(self, digest: str) -> bool:
-        return self.store.exists(chunk_key(digest))
+        if self.store.exists(chunk_key(digest)):
+            return True
+        where = self.packs.locate(digest, refresh=True)
+        return where is not None and self.store.exists(pack_key(where[0]))
+
+    def stored_totals(self) -> tuple[int, int]:
+        """Chunks held (loose and packed) and the bytes they take."""
+        chunks = stored = 0
+        for info in self.store.stat_all("chunks/"):
+            chunks += 1
+            stored += info.size
+        self.packs.refresh()
+        chunks += len(self.packs)
+        for info in self.store.stat_all("packs/"):
+            stored += info.size
+        for info in self.store.stat_all("index/"):
+            stored += info.size
+        return chunks, stored
 
     # -- images ---------------------------------------------------------------------------
 
@@ -247,7 +308,7 @@ class Repository:
             to_read = self._blocks_to_read(previous, size, changed)
         created = datetime.now(UTC)
         buffers = _Buffers(bs)
-        writer_id = self._begin_writer(previous)
+        writer_id = self._begin_writer(previous.id if previous else None)
         try:
             if to_read is None:
                 blocks = [None] * count
@@ -410,7 +471,7 @@ class Repository:
     def delete_manifest(self, manifest_id: str) -> None:
         """Remove an image; its chunks go at the next garbage collection."""
         if manifest_id in self.pinned_manifests():
-            raise ManifestInUse(f"a running backup builds on image {manifest_id}")
+            raise ManifestInUse(f"a running backup or a download reads image {manifest_id}")
         with contextlib.suppress(ObjectMissing):
             self.store.delete(f"manifests/{manifest_id}")
 
@@ -520,14 +581,39 @@ class Repository:
 
     # -- writers in progress (garbage collection safety) ----------------------------------
 
-    def _begin_writer(self, previous: Manifest | None) -> str:
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """A backup of small objects (mail) in progress: garbage collection spares every
+        chunk it stores or uses again until it ends, as it does for an image being written.
+        Whatever it stored but did not :meth:`flush` is dropped when it fails."""
+        writer_id = self._begin_writer(None)
+        try:
+            yield
+        except BaseException:
+            self._open_pack.discard()
+            raise
+        finally:
+            self._end_writer(writer_id)
+
+    def pin(self, manifest_id: str) -> Callable[[], None]:
+        """Keep an image while something outside a job reads it (a download): deleting it
+        raises ManifestInUse, so expiry keeps its restore point until the next run. Call
+        the returned function when done; a dead process's pin is ignored."""
+        writer_id = self._begin_writer(manifest_id, purpose="read")
+        return functools.partial(self._end_writer, writer_id)
+
+    def _begin_writer(self, previous: str | None, *, purpose: str = "write") -> str:
+        # Chunks used again from now on must be touched anew: this writer's start is the
+        # collection's cutoff, and an earlier touch may lie before it.
+        self.packs.forget_touches()
         writer_id = f"{int(time.time())}-{secrets.token_hex(6)}"
         doc = {
             # Early by a margin: file times come from a coarse clock that can lag time.time().
             "started": time.time() - CLOCK_SLACK_S,
             "host": socket.gethostname(),
             "pid": os.getpid(),
-            "previous": previous.id if previous else None,
+            "previous": previous,
+            "purpose": purpose,
         }
         self.store.put(f"writers/{writer_id}", json.dumps(doc).encode())
         return writer_id
@@ -558,8 +644,13 @@ class Repository:
             result.append(doc)
         return result
 
-    def pinned_manifests(self) -> set[str]:
-        return {w["previous"] for w in self.active_writers() if w.get("previous")}
+    def pinned_manifests(self) -> dict[str, str]:
+        """Images that must stay: manifest id -> "write" (a backup builds on it) or "read"."""
+        return {
+            w["previous"]: w.get("purpose", "write")
+            for w in self.active_writers()
+            if w.get("previous")
+        }
 
     def gc_lock(self, *, exclusive: bool):
         lock = getattr(self.store, "lock", None)

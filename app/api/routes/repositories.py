@@ -175,10 +175,7 @@ def measure_usage(repository_id: int, session: DbSession, request: Request, prin
         _live, report = live_digests(repo, session, images_only=True)
     except RepositoryError as exc:
         raise Problem(409, str(exc), type_="/problems/repository") from exc
-    chunks = stored = 0
-    for info in repo.store.stat_all("chunks/"):
-        chunks += 1
-        stored += info.size
+    chunks, stored = repo.stored_totals()
     usage = session.get(RepositoryUsage, conn.id) or RepositoryUsage(connection_id=conn.id)
     usage.measured_at = utcnow()
     usage.images, usage.chunks = report.images, chunks
