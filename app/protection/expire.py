@@ -117,8 +117,9 @@ def expire_repository(
     for point in sorted(candidates, key=lambda p: p.id):
         mine = by_point[point.id]
         blocker = removal_blocker(now, point.retain_until, holds.get(point.id, []))
-        if blocker is None and any(c.reference in pinned for c in mine):
-            blocker = "a running backup builds on it"
+        uses = {pinned[c.reference] for c in mine if c.reference in pinned}
+        if blocker is None and uses:
+            blocker = "a running backup builds on it" if "write" in uses else "a download reads it"
         if blocker is None and point.id in being_read:
             blocker = "a restore or verify job is reading it"
         if blocker:

@@ -45,7 +45,13 @@ def damage_block(repository: dict, point: dict, key: int, index: int) -> str:
     return digest
 
 
-def test_download_whole_and_by_range(client, admin, lab, point):
+def pins(repository: dict) -> dict:
+    from app.repository.store import open_repository_at
+
+    return open_repository_at(repository["path"]).pinned_manifests()
+
+
+def test_download_whole_and_by_range(client, admin, lab, repository, point):
     expected = Path(next(d for d in flat_disks(lab, SERVER) if d["key"] == DB_DISK)["local_path"])
     data = expected.read_bytes()
     whole = client.get(image_url(point, DB_DISK), headers=admin)
@@ -77,6 +83,7 @@ def test_download_whole_and_by_range(client, admin, lab, point):
     assert_problem(outside, 416)
     assert outside.headers["content-range"] == f"bytes */{len(data)}"
     assert_problem(client.get(image_url(point, 2999), headers=admin), 409, "holds no image")
+    assert pins(repository) == {}  # each download pinned its image only while it ran
 
 
 def test_download_needs_the_restore_permission(client, headers_for, point):
@@ -111,6 +118,7 @@ def test_a_damaged_block_is_refused_by_restore_and_download(
         image_url(point, DB_DISK), headers={**admin, "Range": f"bytes={2 * BLOCK_SIZE}-"}
     )
     assert_problem(ranged, 409, "block 2 is damaged")
+    assert pins(repository) == {}
 
 
 def test_restore_over_the_original_needs_power_off_and_confirmation(

@@ -282,6 +282,33 @@ def test_expire_leaves_a_restore_point_a_queued_restore_will_read(
             assert b"".join(repo.read_image(repo.load_manifest(copy.reference)))
 
 
+def test_expire_leaves_an_image_a_download_reads(client, admin, runtime, worker, tmp_path):
+    repo_id = add_repository(client, admin, tmp_path / "lib", runtime=runtime)
+    estate = Estate(runtime, repo_id, keep_last=1)
+    now = utcnow()
+    old, _newest = (estate.add_point(now - timedelta(hours=2 - i), seed=i) for i in range(2))
+    with runtime.db.session() as session:
+        repo = estate.repo(session)
+        (copy,) = session.get(RestorePoint, old).copies
+        release = repo.pin(copy.reference)  # a download of it is under way
+
+    def expire() -> list[str]:
+        r = client.post(f"/api/v1/repositories/{repo_id}/expire", headers=admin)
+        run_jobs(worker)
+        with runtime.db.session() as session:
+            job = session.get(Job, r.json()["job_id"])
+            assert job.state == JobState.SUCCEEDED, job.error
+            return [e.message for e in job.events]
+
+    assert f"restore point {old} stays: a download reads it" in expire()
+    with runtime.db.session() as session:
+        assert session.get(RestorePoint, old).status == RestorePointStatus.AVAILABLE
+    assert b"".join(repo.read_image(repo.load_manifest(copy.reference)))
+    release()  # the download ended
+    assert f"expired restore points: {old}" in expire()
+    assert copy.reference not in repo.list_manifests()
+
+
 def test_verify_finds_damage_names_the_block_notifies_and_heals(
     client, admin, runtime, worker, tmp_path, settings
 ):

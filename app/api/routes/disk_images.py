@@ -96,7 +96,7 @@ def download_disk_image(
     range_header: Annotated[str | None, Header(alias="Range")] = None,
     if_range: Annotated[str | None, Header(alias="If-Range")] = None,
 ):
-    from app.repository.store import ChunkDamaged, RepositoryError, open_repository
+    from app.repository.store import RepositoryError, open_repository
 
     point = _point(session, point_id)
     try:
@@ -104,9 +104,30 @@ def download_disk_image(
         repo = open_repository(
             session, image.repository_id, root_key=runtime(request).settings.root_key()
         )
-        manifest = repo.load_manifest(image.manifest_id)
     except RestoreRefused as exc:
         raise conflict(str(exc)) from None
+    except RepositoryError as exc:
+        raise conflict(f"restore point {point_id}: {exc}") from None
+    # Pinned for as long as the transfer lasts: expiry must not delete the image (and the
+    # next garbage collection its blocks) under a download that may take hours.
+    release = repo.pin(image.manifest_id)
+    try:
+        return _image_response(
+            session, principal, point_id, disk_key, image, repo, release, range_header, if_range
+        )
+    except BaseException:
+        release()
+        raise
+
+
+def _image_response(
+    session, principal, point_id, disk_key, image, repo, release, range_header, if_range
+):
+    """The download of a pinned image; ``release`` runs when the transfer ends."""
+    from app.repository.store import ChunkDamaged, RepositoryError
+
+    try:
+        manifest = repo.load_manifest(image.manifest_id)
     except RepositoryError as exc:
         raise conflict(f"restore point {point_id}: {exc}") from None
     size, etag = manifest.size, f'"{manifest.image_hash}"'
@@ -135,9 +156,12 @@ def download_disk_image(
     )
 
     def body():
-        if first:
-            yield first
-        yield from chunks
+        try:
+            if first:
+                yield first
+            yield from chunks
+        finally:
+            release()
 
     name = f"{image.server_name}-disk{disk_key}-rp{point_id}.img"
     headers = {
