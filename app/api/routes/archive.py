@@ -14,8 +14,8 @@ from sqlalchemy import select
 from app.api import API_PREFIX
 from app.api.deps import DbSession, Reader, require, runtime
 from app.api.downloads import attachment
+from app.api.mail import exporter, queue_mail_restore, stream_export
 from app.api.problems import Problem, conflict, invalid, not_found
-from app.api.routes.mailboxes import exporter, queue_mail_restore, stream_export
 from app.api.schemas.catalog import LegalHoldOut
 from app.api.schemas.mailboxes import ArchiveRestoreCreate, JobQueued, SearchHoldCreate, SearchOut
 from app.audit import record

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import tempfile
 from typing import Literal
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import StreamingResponse
 from sqlalchemy import func, select
 
 from app.api import API_PREFIX
-from app.api.deps import DbSession, Reader, require, runtime
-from app.api.downloads import attachment
+from app.api.deps import DbSession, Reader, require
+from app.api.mail import exporter, queue_mail_restore, stream_export
 from app.api.pagination import Page, PageWindow, paginate
 from app.api.problems import Problem, invalid, not_found
 from app.api.schemas.mailboxes import (
@@ -23,11 +21,8 @@ from app.api.schemas.mailboxes import (
     MessageOut,
 )
 from app.audit import record
-from app.db.models import Job, Mailbox, MailboxRestorePoint
-from app.domain.jobs import JobKind
+from app.db.models import Mailbox, MailboxRestorePoint
 from app.mailboxes import restore as mrestore
-from app.protection import mailbox_restore
-from app.repository import ChunkDamaged, RepositoryError, open_repository
 from app.security.roles import Permission
 
 router = APIRouter(prefix=API_PREFIX, tags=["mailboxes"])
@@ -37,15 +32,6 @@ SORTABLE = {
     "last_backup_at": Mailbox.last_backup_at,
     "created_at": Mailbox.created_at,
 }
-
-
-def exporter(principal=require(Permission.READ)):
-    """Exports hand out mail: restore operators and auditors (records requests) only."""
-    if not (principal.can(Permission.RUN_RESTORE) or principal.can(Permission.READ_AUDIT)):
-        raise Problem(
-            403, f"role '{principal.role}' may not export mail", type_="/problems/forbidden"
-        )
-    return principal
 
 
 def _point(session, point_id: int) -> MailboxRestorePoint:
@@ -167,21 +153,6 @@ def point_messages(
     ]
 
 
-def queue_mail_restore(session, principal, params: dict) -> Job:
-    """A restore job for mail (run by a worker with the ``mail`` capability)."""
-    params = {"mode": mailbox_restore.MODE, "requested_by": principal.actor.name, **params}
-    job = Job(
-        kind=JobKind.RESTORE,
-        params=params,
-        required_capabilities=[mailbox_restore.CAPABILITY],
-        created_by=principal.actor.name,
-    )
-    session.add(job)
-    session.flush()
-    record(session, principal.actor, "job.restore", "job", job.id, **params)
-    return job
-
-
 @router.post(
     "/mailbox-restore-points/{point_id}/restore",
     response_model=JobQueued,
@@ -210,57 +181,6 @@ def restore_from_point(
         },
     )
     return JobQueued(job_id=job.id)
-
-
-def stream_export(session, request: Request, items, fmt: str, filename: str):
-    """Write the export to a temp file (bounded memory), then stream it."""
-    if not items:
-        raise invalid("nothing to export", "ids")
-    repos = {}
-    from app.db.models import ArchiveMessage
-
-    repo_of = dict(
-        session.execute(
-            select(ArchiveMessage.id, ArchiveMessage.repository_id).where(
-                ArchiveMessage.id.in_({i.archive_id for i in items})
-            )
-        ).all()
-    )
-    key = runtime(request).settings.root_key()
-    spool = tempfile.TemporaryFile()  # noqa: SIM115 - the response streams it, then closes it
-    try:
-        by_repo: dict[int, list] = {}
-        for i in items:
-            by_repo.setdefault(repo_of[i.archive_id], []).append(i)
-        if len(by_repo) > 1:
-            raise invalid("export messages of one repository at a time")
-        ((repository_id, group),) = by_repo.items()
-        repos[repository_id] = open_repository(session, repository_id, root_key=key)
-        writer = mrestore.export_eml_zip if fmt == "zip" else mrestore.export_mbox
-        writer(repos[repository_id], group, spool)
-    except (ChunkDamaged, RepositoryError) as exc:
-        spool.close()
-        raise Problem(
-            502, f"the repository copy cannot be read: {exc}", type_="/problems/repository"
-        ) from exc
-    except Exception:
-        spool.close()
-        raise
-    spool.seek(0)
-
-    def chunks():
-        try:
-            while block := spool.read(1 << 20):
-                yield block
-        finally:
-            spool.close()
-
-    media = "application/zip" if fmt == "zip" else "application/mbox"
-    return StreamingResponse(
-        chunks(),
-        media_type=media,
-        headers={"Content-Disposition": attachment(f"{filename}.{fmt}")},
-    )
 
 
 @router.get(

@@ -11,10 +11,10 @@ from pydantic import ValidationError
 from sqlalchemy import func, select
 from starlette.responses import RedirectResponse, Response
 
+from app.api.mail import queue_mail_restore
 from app.api.problems import Problem, not_found
 from app.api.routes.archive import hold_search
 from app.api.routes.holds import create_hold
-from app.api.routes.mailboxes import queue_mail_restore
 from app.api.schemas.catalog import LegalHoldCreate
 from app.api.schemas.mailboxes import Destination, SearchHoldCreate
 from app.audit import record
