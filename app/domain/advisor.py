@@ -147,6 +147,11 @@ def policy_problems(declaration: Declaration, request: PolicyRequest) -> list[st
             f"{r.target}: {r.consistency.value} with {d.title} needs pre- and post-snapshot "
             "scripts that quiesce and resume the database"
         )
+    if r.keep_on_primary > 0 and d.no_kept_snapshots:
+        problems.append(
+            f"{r.target}: {d.title} cannot keep snapshots on primary storage: "
+            f"{d.no_kept_snapshots} (set keep_on_primary to 0)"
+        )
     available = set(d.restores)
     if r.keep_on_primary > 0:
         available |= d.restores_from_primary

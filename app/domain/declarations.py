@@ -50,6 +50,8 @@ class Declaration:
     # True when the method snapshots disks (VMFS, the array): the database's log disk must then
     # be one it can snapshot too, or the restore point holds a database without its logs.
     snapshots_disks: bool = False
+    # Why the method cannot keep its snapshots on primary storage (None: it can).
+    no_kept_snapshots: str | None = None
 
     def reach_on(self, layout: DatabaseLayout) -> tuple[Reach, ...]:
         return self.reaches.get(layout, ())

@@ -34,9 +34,10 @@ VM_IMAGE = Declaration(
     },
     ruled_out={},
     # From the repository: every disk back over the original (the whole VM's disks), one disk
-    # as a new VMDK, or a download; a snapshot kept on primary storage can be reverted to.
+    # as a new VMDK, or a download.
     restores=frozenset({R.WHOLE_VM}),
-    restores_from_primary=frozenset({R.INSTANT_RECOVERY}),
+    no_kept_snapshots="an image is copied from the snapshot's whole base disks, and a "
+    "snapshot kept on primary storage would make the next backup's disks deltas of it",
     needs_connections=frozenset({ConnectionKind.VCENTER, ConnectionKind.REPOSITORY}),
     needs_proxy_capability="vcenter",
     notes=(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from app.domain.advisor import PolicyRequest, advise, policy_problems
@@ -168,3 +170,18 @@ def test_policy_problems_name_the_log_disk():
     (problem,) = policy_problems(DECLARATIONS[M.VMFS_SNAPSHOT], scripted)
     assert "cannot reach hot_application" in problem
     assert policy_problems(DECLARATIONS[M.AGENT_STREAM], request) == []
+
+
+def test_a_vm_image_cannot_keep_snapshots_on_primary():
+    request = PolicyRequest(
+        target="EXCH-MBX07",
+        layout=None,
+        consistency=C.CRASH,
+        has_scripts=False,
+        keep_on_primary=2,
+        restores_needed=frozenset({R.WHOLE_VM}),
+    )
+    (problem,) = policy_problems(DECLARATIONS[M.VM_IMAGE], request)
+    assert "cannot keep snapshots on primary storage" in problem
+    assert "keep_on_primary to 0" in problem
+    assert policy_problems(DECLARATIONS[M.VM_IMAGE], replace(request, keep_on_primary=0)) == []

@@ -95,7 +95,7 @@ def test_create_with_every_field(app, admin_client, estate):
         schedule_cron="0 2 * * *",  # ignored: the RPO was chosen
         rpo_minutes="60",
         repository_id=str(estate["repo"]),
-        keep_on_primary="3",
+        keep_on_primary="0",  # a VM image cannot keep snapshots (see below)
         keep_daily="14",
         keep_weekly="8",
         keep_monthly="12",
@@ -109,7 +109,7 @@ def test_create_with_every_field(app, admin_client, estate):
     with app.state.runtime.db.session() as session:
         policy = session.get(Policy, pid)
         assert (policy.schedule_cron, policy.rpo_minutes) == (None, 60)
-        assert policy.repository_id == estate["repo"] and policy.keep_on_primary == 3
+        assert policy.repository_id == estate["repo"] and policy.keep_on_primary == 0
         assert (policy.keep_daily, policy.keep_weekly, policy.keep_monthly) == (14, 8, 12)
         assert policy.keep_yearly == 7 and policy.compliance_retention_days == 2555
         assert (policy.pre_script, policy.post_script, policy.script_timeout_s) == (
@@ -310,5 +310,23 @@ def test_what_a_layout_cannot_give_is_listed(app, admin_client, estate):
     # The choices are kept for the next try.
     assert 'value="mailbox" checked' in response.text
     assert f'value="{estate["server"]}:{estate["db02"]}" checked' in response.text
+    with app.state.runtime.db.session() as session:
+        assert session.scalar(select(Policy.id)) is None
+
+
+def test_a_vm_image_policy_cannot_keep_snapshots_on_primary(app, admin_client, estate):
+    token = form_token(admin_client, "/policies/new")
+    response = admin_client.post(
+        "/policies/new",
+        data=policy_form(
+            token,
+            repository_id=str(estate["repo"]),
+            keep_on_primary="3",
+            targets=[str(estate["server"])],
+        ),
+    )
+    assert response.status_code == 422
+    assert "cannot keep snapshots on primary storage" in response.text
+    assert "set keep_on_primary to 0" in response.text
     with app.state.runtime.db.session() as session:
         assert session.scalar(select(Policy.id)) is None
