@@ -4,6 +4,7 @@ Measured in one run, on one Dovecot (tests/mailboxes/dovecot/dovecot.conf, CONDS
 
 - a bare IMAPClient loop fetching the same messages (BODY.PEEK[], FLAGS, INTERNALDATE in
   batches of 250 UIDs), before and after the backups; the faster run is the reference;
+  then the same loop over two connections at once (two processes);
 - the full backup of all mailboxes (fetch, store in an encrypted repository, catalog and
   full-text index), and its rate against the bare fetch;
 - an unchanged incremental (nothing to fetch: CONDSTORE says so per folder);
@@ -22,7 +23,16 @@ SQLite in a temp dir by default; give a PostgreSQL URL (an empty database) to me
 Ends with exactly one line:
 
     RESULT full_msgs_per_s=… bare_fetch_msgs_per_s=… incr_unchanged_s=… restore_msgs_per_s=…
-    search_median_ms=… incr_2pct_s=… index_msgs_per_s=… full_held_msgs_per_s=… (one line)
+    search_median_ms=… incr_2pct_s=… index_msgs_per_s=… full_held_msgs_per_s=…
+    bare_fetch_2conn_msgs_per_s=… bare_fetch_quiet_msgs_per_s=… (one line)
+
+The backup runs as the job does: the mailboxes one after another in one process (an IMAP
+thread, a thread storing messages, a thread committing the catalog; Dovecot takes the other
+core). The reference stays the single-connection bare fetch (the issue's definition);
+``bare_fetch_2conn_msgs_per_s`` is the same fetch over two connections in two processes,
+the mailboxes split between them; ``bare_fetch_quiet_msgs_per_s`` is the single-connection
+loop without the imaplib debug formatting IMAPClient turns on (Bulwark's sessions turn it
+off): both say how far the server goes beyond the reference.
 """
 
 from __future__ import annotations
@@ -30,9 +40,15 @@ from __future__ import annotations
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# Run as a script, this directory comes first on sys.path and its sibling scripts would
+# shadow the standard library's modules of the same names (``mailbox`` for the mbox export,
+# ``array`` for multiprocessing): only the project root is added.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+sys.path.insert(0, os.path.dirname(_HERE))
 
 import argparse  # noqa: E402
+import multiprocessing  # noqa: E402
 import random  # noqa: E402
 import shutil  # noqa: E402
 import ssl  # noqa: E402
@@ -50,8 +66,8 @@ from app.db.session import Database  # noqa: E402
 from app.domain.connections import ConnectionKind  # noqa: E402
 from app.mailboxes import restore as mrestore  # noqa: E402
 from app.mailboxes.archive import SearchQuery, search  # noqa: E402
+from app.mailboxes.backup import backup_mailbox  # noqa: E402
 from app.mailboxes.indexer import index_pending  # noqa: E402
-from app.mailboxes.parallel import RepositorySpec, backup_many  # noqa: E402
 from app.repository import open_repository_at  # noqa: E402
 from tests.mailboxes.conftest import account_for  # noqa: E402
 from tests.mailboxes.dovecot_fixture import running_dovecot  # noqa: E402
@@ -99,9 +115,11 @@ def populate(server, users: list[str], per_mailbox: int) -> int:
     return total
 
 
-def bare_fetch(server, users: list[str]) -> tuple[int, float]:
+def bare_fetch(server, users: list[str], *, quiet: bool = False) -> tuple[int, float]:
     """What the server can serve: the same messages, the same items, over the same STARTTLS
-    session the backup uses, nothing stored."""
+    session the backup uses, nothing stored. ``quiet`` turns off the imaplib debug output
+    IMAPClient enables (it formats every response, messages included, for a logger that
+    drops it); Bulwark's sessions run that way."""
     context = ssl.create_default_context(cafile=server.cafile)
     context.check_hostname = False
     count, started = 0, time.perf_counter()
@@ -109,6 +127,8 @@ def bare_fetch(server, users: list[str]) -> tuple[int, float]:
         client = IMAPClient(server.host, server.port, ssl=False)
         client.starttls(context)
         client.login(f"{user}*{server.master_user}", server.master_password)
+        if quiet:
+            client._imap.debug = 0
         for folder in FOLDERS:
             client.select_folder(folder, readonly=True)
             uids = client.search("ALL")
@@ -117,6 +137,41 @@ def bare_fetch(server, users: list[str]) -> tuple[int, float]:
                 count += len(data)
         client.logout()
     return count, time.perf_counter() - started
+
+
+def _bare_fetch_child(server_info, users, barrier, results) -> None:
+    host, port, cafile, master_user, master_password = server_info
+    server = argparse.Namespace(
+        host=host,
+        port=port,
+        cafile=cafile,
+        master_user=master_user,
+        master_password=master_password,
+    )
+    barrier.wait()  # started and imported: only the fetching is timed
+    count, _ = bare_fetch(server, users)
+    results.put((count, time.monotonic()))
+
+
+def bare_fetch_2conn(server, users: list[str]) -> tuple[int, float]:
+    """The bare fetch over two connections at once, one process each (each its own GIL, as
+    the backup's worker processes), the mailboxes split between them: what the server and
+    both cores can serve together. Process start-up is not counted."""
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(3), context.Queue()
+    info = (server.host, server.port, server.cafile, server.master_user, server.master_password)
+    children = [
+        context.Process(target=_bare_fetch_child, args=(info, users[i::2], barrier, results))
+        for i in range(2)
+    ]
+    for child in children:
+        child.start()
+    barrier.wait()
+    started = time.monotonic()
+    done = [results.get(timeout=600) for _ in children]
+    for child in children:
+        child.join()
+    return sum(c for c, _ in done), max(t for _, t in done) - started
 
 
 def change_2_percent(server, users: list[str], total: int) -> int:
@@ -144,13 +199,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--database-url", default=None)
     ap.add_argument("--messages-per-mailbox", type=int, default=1100)
-    ap.add_argument("--workers", type=int, default=1, help="mailboxes backed up at once")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bulwark-mail-bench-"))
     url = args.database_url or f"sqlite:///{work / 'bench.db'}"
     try:
         migrate.upgrade(url)
-        db = Database(url)
+        db = Database(url, pre_ping=False)  # as a worker process runs its jobs
         repo = open_repository_at(work / "repo", key=BENCH_KEY, create=True, encrypted=True)
         with running_dovecot() as server:
             users = [f"bench{i}" for i in range(MAILBOXES)]
@@ -180,31 +234,24 @@ def main() -> None:
             bare1, bare1_s = bare_fetch(server, users)
             print(f"bare fetch: {bare1} messages in {bare1_s:.2f} s = {bare1 / bare1_s:.0f}/s")
 
-            spec = RepositorySpec(str(work / "repo"), BENCH_KEY, repo_id)
-
             def backup_all(**kw):
+                """The mailboxes one after another, as the backup job does, through one
+                repository handle opened for the pass (as each job opens its own)."""
                 t = time.perf_counter()
-                results = backup_many(
-                    url,
-                    spec,
-                    [
-                        (
-                            account,
-                            {
-                                "connection_id": conn_id,
-                                "mailbox": u,
-                                "repository_id": repo_id,
-                                **kw,
-                            },
-                        )
-                        for u in users
-                    ],
-                    workers=args.workers,
-                )
-                for _kw, outcome in results:
-                    if isinstance(outcome, Exception):
-                        raise outcome
-                return [o for _k, o in results], time.perf_counter() - t
+                job_repo = open_repository_at(work / "repo", key=BENCH_KEY, id=repo_id)
+                outcomes = [
+                    backup_mailbox(
+                        db,
+                        job_repo,
+                        account,
+                        connection_id=conn_id,
+                        mailbox=u,
+                        repository_id=repo_id,
+                        **kw,
+                    )
+                    for u in users
+                ]
+                return outcomes, time.perf_counter() - t
 
             # The backup pass makes the restore points; cataloging and the full-text index
             # follow as their own pass (as the backup job's "index" step does).
@@ -237,6 +284,19 @@ def main() -> None:
             )
             bare_rate = max(bare1 / bare1_s, bare2 / bare2_s)
             print(f"full backup at {100 * full_rate / bare_rate:.0f}% of the bare fetch")
+            quiet, quiet_s = bare_fetch(server, users, quiet=True)
+            quiet_rate = quiet / quiet_s
+            print(
+                f"bare fetch without imaplib's debug formatting: {quiet_rate:.0f}/s; the full "
+                f"backup at {100 * full_rate / quiet_rate:.0f}% of that"
+            )
+            bare2c, bare2c_s = bare_fetch_2conn(server, users)
+            bare2c_rate = bare2c / bare2c_s
+            print(
+                f"bare fetch over 2 connections (2 processes): {bare2c} messages in "
+                f"{bare2c_s:.2f} s = {bare2c_rate:.0f}/s; the full backup "
+                f"at {100 * full_rate / bare2c_rate:.0f}% of that"
+            )
 
             unchanged, unchanged_s = backup_and_index()
             assert sum(o.new_messages + o.flag_changes + o.expunged for o in unchanged) == 0
@@ -321,7 +381,9 @@ def main() -> None:
             f"RESULT full_msgs_per_s={full_rate:.0f} bare_fetch_msgs_per_s={bare_rate:.0f} "
             f"incr_unchanged_s={unchanged_s:.3f} restore_msgs_per_s={restore_rate:.0f} "
             f"search_median_ms={search_ms:.1f} incr_2pct_s={incr_s:.3f} "
-            f"index_msgs_per_s={indexed / index_s:.0f} full_held_msgs_per_s={held_rate:.0f}"
+            f"index_msgs_per_s={indexed / index_s:.0f} full_held_msgs_per_s={held_rate:.0f} "
+            f"bare_fetch_2conn_msgs_per_s={bare2c_rate:.0f} "
+            f"bare_fetch_quiet_msgs_per_s={quiet_rate:.0f}"
         )
     finally:
         shutil.rmtree(work, ignore_errors=True)

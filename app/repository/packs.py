@@ -201,10 +201,6 @@ class PackWriter:
         self._parts, self._entries, self._pending, self._size = [], [], set(), 0
         return pack_id
 
-    def discard(self) -> None:
-        with self._lock:
-            self._parts, self._entries, self._pending, self._size = [], [], set(), 0
-
 
 def write_pack(store: ObjectStore, chunks: list[tuple[str, bytes]]) -> str:
     """A new pack of already-sealed chunks (garbage collection's repack), durable now."""

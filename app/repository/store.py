@@ -199,8 +199,8 @@ class Repository:
         # Using a stored chunk again tells a concurrent garbage collection (see _put).
         if where is not None and self.packs.touch(where[0]):
             return digest
-        if self.store.touch(chunk_key(digest)):
-            return digest  # stored loose before (a large object, or before packs existed)
+        # Not looked for among loose chunks (a file system call per message): a message
+        # stored loose before packs existed is stored once more, in a pack, and found there.
         self._open_pack.append(digest, self._codec.seal_parts(data, digest), durable=False)
         return digest
 
@@ -585,13 +585,11 @@ class Repository:
     def writing(self) -> Iterator[None]:
         """A backup of small objects (mail) in progress: garbage collection spares every
         chunk it stores or uses again until it ends, as it does for an image being written.
-        Whatever it stored but did not :meth:`flush` is dropped when it fails."""
+        What a failed backup stored stays in the open pack (another backup may share the
+        handle and its pack): a later flush writes it, and garbage collection removes it."""
         writer_id = self._begin_writer(None)
         try:
             yield
-        except BaseException:
-            self._open_pack.discard()
-            raise
         finally:
             self._end_writer(writer_id)
 
@@ -615,7 +613,8 @@ class Repository:
             "previous": previous,
             "purpose": purpose,
         }
-        self.store.put(f"writers/{writer_id}", json.dumps(doc).encode())
+        # Not fsynced: after a crash the writer is dead and its record meaningless anyway.
+        self.store.put(f"writers/{writer_id}", json.dumps(doc).encode(), durable=False)
         return writer_id
 
     def _end_writer(self, writer_id: str) -> None:

@@ -91,3 +91,73 @@ def test_new_messages_are_listed_with_exact_sizes_for_large_ones_and_a_bound_for
         # above the highest UID: nothing, although "n:*" names the last message
         assert session.sizes_after(uids[-1]) == {}
         assert sorted(session.sizes_after(uids[0])) == uids[1:]
+
+
+def test_the_fast_fetch_reading_agrees_with_imapclients_parser(imap_server, monkeypatch):
+    """MailSession.fetch reads FETCH responses with its own two regexes; it must give what
+    IMAPClient's full parser gives for the same messages (flags, keywords, dates in other
+    zones, non-ASCII and binary bodies, a large message), on either server kind."""
+    from datetime import datetime, timedelta, timezone
+
+    from imapclient import IMAPClient
+
+    from app.adapters.mail import client as client_module
+    from app.adapters.mail.client import _flags
+    from tests.mailboxes.mailgen import message
+
+    user = f"fastparse{'c' if imap_server.condstore else 'x'}"
+    imap_server.add_user(user)
+    zone = timezone(timedelta(hours=-7, minutes=-30))
+    raws = [
+        ({"msg": message(1, subject="Grüße aus Zürich"), "flags": ["\\Seen", "$Label1"]}),
+        ({"msg": message(2, attachment=bytes(range(256)) * 40), "flags": []}),
+        ({"msg": message(3, size=400_000), "flags": ["\\Flagged", "\\Answered", "\\Draft"]}),
+        (
+            {
+                "msg": message(4),
+                "flags": ["\\Deleted"],
+                "date": datetime(2023, 2, 3, 4, 5, 6, tzinfo=zone),
+            }
+        ),
+    ]
+    client = IMAPClient(imap_server.host, imap_server.port, ssl=False)
+    client.login(user, imap_server.users[user])
+    for m in raws:
+        client.append("INBOX", m["msg"], m["flags"], m.get("date"))
+    client.logout()
+    with mail.connect(account_for(imap_server), user) as session:
+        session.examine("INBOX")
+        uids = session.uids()
+        with monkeypatch.context() as m:
+            # Dovecot's answers must take the fast path, not the fallback.
+            m.setattr(client_module, "parse_fetch_response", None)
+            fast = session.fetch(uids)
+        items = ["BODY.PEEK[]", "FLAGS", "INTERNALDATE"] + (["MODSEQ"] if session.condstore else [])
+        full = session.client.fetch(uids, items)
+    assert [m.uid for m in fast] == uids and len(uids) == 4
+    for m in fast:
+        d = full[m.uid]
+        assert m.raw == d[b"BODY[]"]
+        assert m.flags == _flags(d[b"FLAGS"])
+        assert m.internal_date == d[b"INTERNALDATE"] and m.internal_date.utcoffset() is not None
+        assert m.modseq == (int(d[b"MODSEQ"][0]) if session.condstore else None)
+    assert fast[0].flags == ["$Label1", "\\Seen"]
+    assert fast[3].internal_date == datetime(2023, 2, 3, 4, 5, 6, tzinfo=zone)
+
+
+def test_fetch_responses_of_another_shape_go_to_imapclients_parser():
+    from app.adapters.mail.client import _parse_bodies
+
+    usual = [
+        (b'1 (UID 7 FLAGS (\\Seen) INTERNALDATE "03-Feb-2023 04:05:06 +0100" BODY[] {3}', b"abc"),
+        b")",
+    ]
+    ((uid, (body, flags, _when, modseq)),) = _parse_bodies(usual).items()
+    assert (uid, body, flags, modseq) == (7, b"abc", ["\\Seen"], None)
+    # an unsolicited FLAGS update between the messages, a quoted flag, BODY[] not last
+    assert _parse_bodies([*usual, b"2 (FLAGS (\\Seen))"]) is None
+    assert (
+        _parse_bodies([(b'1 (UID 7 FLAGS ("odd") INTERNALDATE "x" BODY[] {3}', b"abc"), b")"])
+        is None
+    )
+    assert _parse_bodies([(b"1 (BODY[] {3}", b"abc"), b" UID 7)"]) is None
