@@ -13,7 +13,17 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import JSON, ColumnElement, Table, TypeDecorator, any_, bindparam, insert, text
+from sqlalchemy import (
+    JSON,
+    ColumnElement,
+    String,
+    Table,
+    TypeDecorator,
+    any_,
+    bindparam,
+    insert,
+    text,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
@@ -57,6 +67,11 @@ def insert_rows(
             values = [None if v is None else json.dumps(v) for v in values]
             arrays.append(f"CAST(:c{i} AS text[])")
             selects.append(f"CAST(t.c{i} AS json)")
+        elif isinstance(kind, String):
+            # text, not varchar(n): an explicit cast to varchar(n) cuts silently, the
+            # insert's own assignment cast refuses a value too long, as the portable path.
+            arrays.append(f"CAST(:c{i} AS text[])")
+            selects.append(f"t.c{i}")
         else:
             arrays.append(f"CAST(:c{i} AS {kind.compile(dialect=dialect)}[])")
             selects.append(f"t.c{i}")

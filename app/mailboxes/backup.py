@@ -121,6 +121,10 @@ class _Writer:
         self.statistics = PlannerStatistics("archive_messages", "mail_items")
         # (future, what the calling thread does with its result, whether it is a batch)
         self.committing: collections.deque = collections.deque()
+        # The commit thread's first failure: everything queued after it is skipped. A
+        # folder's new state after a batch that failed would skip that batch's messages
+        # in every later backup.
+        self.failed: BaseException | None = None
 
     def close(self) -> None:
         self.committer.shutdown(wait=True)
@@ -132,7 +136,18 @@ class _Writer:
         (a folder's new state) never waits, so the next folder is read meanwhile."""
         while batch and sum(b for _f, _a, b in self.committing) >= COMMITS_IN_FLIGHT:
             self._finish_one()
-        self.committing.append((self.committer.submit(fn, *args), after, batch))
+        self.committing.append(
+            (self.committer.submit(self._unless_failed, fn, *args), after, batch)
+        )
+
+    def _unless_failed(self, fn, *args):
+        if self.failed is not None:
+            raise RuntimeError("not committed: an earlier batch failed") from self.failed
+        try:
+            return fn(*args)
+        except BaseException as exc:
+            self.failed = exc
+            raise
 
     def drain(self) -> None:
         """Wait until everything submitted is committed (raises the first failure)."""
@@ -382,6 +397,9 @@ def _backup_folder(
         folder.uidvalidity = state.uidvalidity
         highest, last_modseq = folder.highest_uid, folder.highestmodseq
         known = _open_items(session, folder_id)
+        # Not holding SQLite's write lock through the IMAP round trips below: the commit
+        # thread is committing the previous folder's batches meanwhile.
+        session.commit()
 
         new_sizes = imap.sizes_after(highest) if state.exists else {}
         # Flag changes and expunges of what we already hold.
@@ -478,31 +496,42 @@ def _commit_batch(
     outcome: BackupOutcome,
 ) -> int:
     pairs = list(zip(digests, fetched, strict=True))
-    flush(writer.repo)  # the database must never name a chunk that is not durable
-    with db.session() as session:
-        ids, created = writer.archive_ids(session, pairs)
-        insert_rows(
-            session,
-            MailItem.__table__,
-            [
-                {
-                    "folder_id": folder_id,
-                    "archive_message_id": ids[d],
-                    "uidvalidity": uidvalidity,
-                    "uid": m.uid,
-                    "flags": m.flags,
-                    "internal_date": m.internal_date.astimezone(UTC),
-                    "from_seq": seq,
-                }
-                for d, m in pairs
-            ],
-        )
-        session.execute(
-            update(MailFolder)
-            .where(MailFolder.id == folder_id)
-            .values(highest_uid=max(m.uid for m in fetched))
-        )
-        writer.statistics.added(session, created)
+    repo = writer.repo
+    # Under the repository's gc lock (shared), as a manifest is saved: a garbage collection
+    # cannot remove a chunk between the check below and the commit that names it. One that
+    # ran since this batch reused a chunk may have taken it: store it again.
+    with repo.gc_lock(exclusive=False):
+        flush(repo)  # the database must never name a chunk that is not durable
+        gone = repo.missing_chunks({d for d, _m in pairs})
+        if gone:
+            for d, m in pairs:
+                if d in gone:
+                    put_message(repo, m.raw)
+            flush(repo)
+        with db.session() as session:
+            ids, created = writer.archive_ids(session, pairs)
+            insert_rows(
+                session,
+                MailItem.__table__,
+                [
+                    {
+                        "folder_id": folder_id,
+                        "archive_message_id": ids[d],
+                        "uidvalidity": uidvalidity,
+                        "uid": m.uid,
+                        "flags": m.flags,
+                        "internal_date": m.internal_date.astimezone(UTC),
+                        "from_seq": seq,
+                    }
+                    for d, m in pairs
+                ],
+            )
+            session.execute(
+                update(MailFolder)
+                .where(MailFolder.id == folder_id)
+                .values(highest_uid=max(m.uid for m in fetched))
+            )
+            writer.statistics.added(session, created)
     outcome.new_messages += len(pairs)
     outcome.stored_messages += created
     outcome.fetched_bytes += sum(len(m.raw) for m in fetched)

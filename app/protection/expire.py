@@ -204,6 +204,11 @@ def run_expire(ctx: JobContext) -> JobResult:
         ctx.event(f"expired restore points: {', '.join(map(str, report.expired))}")
     for point_id, why in sorted(report.kept.items()):
         ctx.event(f"restore point {point_id} stays: {why}")
+    for pack_id in gc.damaged_packs:
+        ctx.warning(
+            f"pack {pack_id} is damaged (its index is torn or it is shorter than the index "
+            "says) and may hold needed mail: kept, not swept; check the repository's disk"
+        )
     ctx.progress(percent=100)
     return JobResult(
         message=(
@@ -219,6 +224,7 @@ def run_expire(ctx: JobContext) -> JobResult:
             "freed_bytes": gc.freed_bytes,
             "remaining_chunks": gc.remaining_chunks,
             "stored_bytes": gc.remaining_bytes,
+            "damaged_packs": gc.damaged_packs,
         },
     )
 

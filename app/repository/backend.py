@@ -163,12 +163,19 @@ class FilesystemStore:
         return self._path(key).is_file()
 
     def touch(self, key: str) -> bool:
-        """Mark the object as just used (garbage collection spares it); False if absent."""
+        """Mark the object as just used (garbage collection spares it); False if absent.
+
+        The next :meth:`flush` syncs even if nothing else was written: the object may be
+        another writer's, not yet durable, and the caller is about to name it.
+        """
+        path = self._path(key)
         try:
-            os.utime(self._path(key))
-            return True
+            os.utime(path)
         except FileNotFoundError:
             return False
+        with self._dirty_lock:
+            self._dirty.add(str(path.parent))
+        return True
 
     def delete(self, key: str) -> None:
         path = self._path(key)

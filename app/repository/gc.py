@@ -21,7 +21,9 @@ Packs (many small chunks in one file, see packs.py) follow the same rules a pack
 one written or touched after the cutoff is kept whole; an older one is removed when none of
 its chunks is needed, and written anew with only the needed ones when some are not: mail
 past its retention must really leave the repository, not linger beside live mail. A pack
-without an index (a crash between the two) is removed after the cutoff.
+without an index (a crash between the two) is removed after the cutoff; a pack with a torn
+index, or shorter than its index, only when nothing it holds is needed and not stored
+elsewhere (otherwise it is kept and reported as damaged).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.orm import Session
 
 from app.repository.backend import ObjectMissing
-from app.repository.packs import index_key, pack_key, read_index, remove_pack, write_pack
+from app.repository.packs import decode_index, index_key, pack_key, remove_pack, write_pack
 from app.repository.references import reference_sources
 from app.repository.store import Repository, RepositoryError
 
@@ -53,6 +55,9 @@ class GcReport:
     removed_temporaries: int = 0
     removed_packs: int = 0
     repacked_packs: int = 0
+    # Packs whose index is torn, or that are shorter than their index says, with chunks
+    # that may be needed: kept for an operator (verify reports them), never swept.
+    damaged_packs: list[str] = field(default_factory=list)
     cutoff: float = 0.0
     sources: dict[str, int] = field(default_factory=dict)
 
@@ -124,19 +129,35 @@ def _collect_packs(repo: Repository, live: set[str], cutoff: float, report: GcRe
     store = repo.store
     packs = {info.key.rsplit("/", 1)[-1]: info for info in store.stat_all("packs/")}
     indexed: set[str] = set()
+    repo.packs.refresh()  # where else each chunk is (an index never names a short pack)
     for key in list(store.list("index/")):
         pack_id = key.removeprefix("index/")
         info = packs.get(pack_id)
-        entries = read_index(store, pack_id)
         indexed.add(pack_id)
-        if info is None or entries is None:
-            # A torn index, or one whose pack is gone or short: it names nothing usable.
-            index_info = next(iter(store.stat_all(index_key(pack_id))), None)
-            if index_info is not None and index_info.modified < cutoff:
+        try:
+            entries = decode_index(store.get(key))
+        except (ObjectMissing, ValueError):
+            entries = None
+        index_info = next(iter(store.stat_all(index_key(pack_id))), None)
+        old = index_info is not None and index_info.modified < cutoff
+        if info is None:
+            if old:  # the pack is gone (a crash before it reached the disk): nothing to read
                 remove_pack(store, pack_id)
-                if info is not None:
-                    report.removed_packs += 1
-                    report.freed_bytes += info.size
+            continue
+        short = entries is not None and any(e.offset + e.length > info.size for e in entries)
+        if entries is None or short:
+            # A torn index, or a pack shorter than its index says. After a crash before the
+            # sync nothing names them, or what is named is stored elsewhere too: removed once
+            # old. Otherwise (the disk damaged them) never swept: what is left may still be
+            # read or rebuilt.
+            wanted = [e.digest for e in entries or () if e.digest in live]
+            if old and entries is not None and not repo.missing_chunks(wanted):
+                remove_pack(store, pack_id)
+                report.removed_packs += 1
+                report.freed_bytes += info.size
+            else:
+                report.damaged_packs.append(pack_id)
+                report.remaining_bytes += info.size
             continue
         needed = [e for e in entries if e.digest in live]
         needed_bytes = sum(e.length for e in needed)

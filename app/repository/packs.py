@@ -110,9 +110,11 @@ class PackIndex:
         self._loaded.add(pack_id)
 
     def forget(self, pack_id: str) -> None:
+        """A pack is gone (garbage collection removed or rewrote it): read every index
+        again on the next lookup. Dropping only its entries could lose a chunk whose other
+        copy (the rewritten pack) was loaded first and then overwritten by this one's."""
         with self._lock:
-            self._loaded.discard(pack_id)
-            self._where = {k: v for k, v in self._where.items() if v[0] != pack_id}
+            self._where, self._loaded, self._ready = {}, set(), False
 
     def _read_new_indexes(self) -> Iterator[tuple[str, list[PackEntry]]]:
         for key in self.store.list("index/"):

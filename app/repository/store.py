@@ -263,6 +263,21 @@ class Repository:
         where = self.packs.locate(digest, refresh=True)
         return where is not None and self.store.exists(pack_key(where[0]))
 
+    def missing_chunks(self, digests: Iterable[str]) -> set[str]:
+        """Those of ``digests`` not stored (any more): their pack or their file is gone."""
+        packs: dict[str, bool] = {}
+        gone = set()
+        for digest in digests:
+            where = self.packs.locate(digest)
+            if where is not None:
+                if where[0] not in packs:
+                    packs[where[0]] = self.store.exists(pack_key(where[0]))
+                if packs[where[0]]:
+                    continue
+            if not self.store.exists(chunk_key(digest)):
+                gone.add(digest)
+        return gone
+
     def stored_totals(self) -> tuple[int, int]:
         """Chunks held (loose and packed) and the bytes they take."""
         chunks = stored = 0

@@ -105,3 +105,22 @@ def test_postgresql_statistics_follow_a_growing_table(db, repository_id):
             s.scalar(text("SELECT reltuples FROM pg_class WHERE relname = 'archive_messages'"))
             == 150
         )
+
+
+def test_a_value_too_long_is_never_cut(db, repository_id):
+    """PostgreSQL refuses it (as the portable insert does); SQLite keeps lengths to no one
+    and stores it whole."""
+    from sqlalchemy.exc import DBAPIError
+
+    batch = rows(repository_id, 2)
+    batch[1]["digest"] = "f" * 65  # the column says 64
+    if db.engine.dialect.name == "postgresql":
+        with pytest.raises(DBAPIError, match="too long"), db.session() as s:
+            insert_rows(s, ArchiveMessage.__table__, batch)
+        expected = []
+    else:
+        with db.session() as s:
+            insert_rows(s, ArchiveMessage.__table__, batch)
+        expected = sorted(r["digest"] for r in batch)
+    with db.session() as s:
+        assert sorted(s.scalars(select(ArchiveMessage.digest)).all()) == expected

@@ -228,3 +228,29 @@ def test_an_interrupted_backup_resumes_where_it_stopped(mail_env):
         assert s.scalar(select(func.count(MailItem.id))) == 8  # nothing twice
         (point,) = s.scalars(select(MailboxRestorePoint)).all()
         assert point.message_count == 8
+
+
+def test_a_batch_that_fails_to_commit_is_fetched_again_next_time(mail_env, monkeypatch):
+    """The folder's new state (highest UID, MODSEQ) is queued behind its batches; when a
+    batch fails, it must not be written, or the next backup would skip those messages."""
+    from app.db.models import MailFolder, MailItem
+    from app.mailboxes import backup as mail_backup
+
+    env = mail_env
+    for n in range(3):
+        env.append(message(n), folder="Alpha", when=T0)
+    real = mail_backup._commit_batch
+
+    def failing(*args):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(mail_backup, "_commit_batch", failing)
+    with pytest.raises(OSError, match="No space left"):
+        env.backup()
+    with env.db.session() as s:
+        assert s.scalar(select(func.count(MailItem.id))) == 0
+        alpha = s.scalar(select(MailFolder).where(MailFolder.name == "Alpha"))
+        assert not alpha.highest_uid and alpha.highestmodseq is None
+    monkeypatch.setattr(mail_backup, "_commit_batch", real)
+    again = env.backup()
+    assert again.new_messages == 3

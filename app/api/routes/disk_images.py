@@ -4,6 +4,9 @@ to a datastore as a new disk or over the original."""
 from __future__ import annotations
 
 import re
+import threading
+import weakref
+from collections.abc import Callable
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Request
@@ -110,7 +113,7 @@ def download_disk_image(
         raise conflict(f"restore point {point_id}: {exc}") from None
     # Pinned for as long as the transfer lasts: expiry must not delete the image (and the
     # next garbage collection its blocks) under a download that may take hours.
-    release = repo.pin(image.manifest_id)
+    release = _once(repo.pin(image.manifest_id))
     try:
         return _image_response(
             session, principal, point_id, disk_key, image, repo, release, range_header, if_range
@@ -163,6 +166,11 @@ def _image_response(
         finally:
             release()
 
+    stream = body()
+    # A client gone before the first byte: the server never starts the generator, so its
+    # ``finally`` never runs; the pin goes when the generator is collected instead.
+    weakref.finalize(stream, release)
+
     name = f"{image.server_name}-disk{disk_key}-rp{point_id}.img"
     headers = {
         "Accept-Ranges": "bytes",
@@ -173,7 +181,7 @@ def _image_response(
     if wanted:
         headers["Content-Range"] = f"bytes {start}-{end}/{size}"
     return StreamingResponse(
-        body(),
+        stream,
         status_code=206 if wanted else 200,
         media_type="application/octet-stream",
         headers=headers,
@@ -221,3 +229,14 @@ def restore_disk(
         )
     except RestoreRefused as exc:
         raise invalid(str(exc), "confirm" if "confirm" in str(exc) else None) from None
+
+
+def _once(fn: Callable[[], None]) -> Callable[[], None]:
+    """``fn`` that does its work the first time it is called only."""
+    first = threading.Lock()
+
+    def call() -> None:
+        if first.acquire(blocking=False):  # never released: the second call finds it held
+            fn()
+
+    return call
