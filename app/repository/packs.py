@@ -115,6 +115,7 @@ class PackIndex:
         copy (the rewritten pack) was loaded first and then overwritten by this one's."""
         with self._lock:
             self._where, self._loaded, self._ready = {}, set(), False
+            self._touched.pop(pack_id, None)
 
     def _read_new_indexes(self) -> Iterator[tuple[str, list[PackEntry]]]:
         for key in self.store.list("index/"):

@@ -272,6 +272,8 @@ class Repository:
             if where is not None:
                 if where[0] not in packs:
                     packs[where[0]] = self.store.exists(pack_key(where[0]))
+                    if not packs[where[0]]:
+                        self.packs.forget(where[0])  # storing it again must not find it there
                 if packs[where[0]]:
                     continue
             if not self.store.exists(chunk_key(digest)):

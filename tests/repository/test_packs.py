@@ -186,3 +186,24 @@ def test_a_crash_between_pack_and_index_is_harmless(tmp_path, needed):
     assert report.removed_packs == 2 and report.damaged_packs == [torn]
     for d, raw in zip(digests, raws, strict=True):
         assert reopen(repo).get_chunk(d) == raw
+
+
+def test_a_chunk_taken_after_it_was_reused_is_found_missing_and_stored_again(tmp_path):
+    """What a mail commit checks under the gc lock: a garbage collection that removed the
+    pack between the reuse and the commit leaves the digest missing; storing it again
+    (the batch still holds the message) makes it readable before the database names it."""
+    repo = open_repository_at(tmp_path / "r", create=True, id=7)
+    raw = messages(1)[0]
+    digest = repo.put_chunk(raw, packed=True)
+    repo.flush()
+    (pack,) = packs_of(repo)
+    assert repo.put_chunk(raw, durable=False, packed=True) == digest  # reused: pack touched
+    assert repo.missing_chunks([digest]) == set()
+    from app.repository.packs import remove_pack
+
+    remove_pack(repo.store, pack)  # a collection on another host sweeps it now
+    assert repo.missing_chunks([digest]) == {digest}
+    repo.put_chunk(raw, durable=False, packed=True)  # its pack is gone: stored anew
+    repo.flush()
+    assert repo.missing_chunks([digest]) == set()
+    assert reopen(repo).get_chunk(digest) == raw and packs_of(repo) != [pack]
