@@ -238,24 +238,26 @@ class Repository:
         return data
 
     def _stored_bytes(self, digest: str) -> bytes | None:
-        """A chunk as stored: its own file, or its place in a pack (the index is read again
-        once when neither has it: another process, or a repack, may have moved it)."""
-        for refresh in (False, True):
-            where = self.packs.locate(digest, refresh=refresh)
-            if where is not None:
-                pack_id, offset, length = where
-                try:
-                    data = self.store.get_range(pack_key(pack_id), offset, length)
-                except ObjectMissing:
-                    self.packs.forget(pack_id)
-                    continue
-                return data  # if short, opening the seal reports the damage
-            if not refresh:
-                try:
-                    return self.store.get(chunk_key(digest))
-                except ObjectMissing:
-                    pass
-        return None
+        """A chunk as stored: its place in a pack, or its own file; the index is read again
+        once when neither has it (another process, or a repack, may have moved it)."""
+        data = self._packed_bytes(self.packs.locate(digest))
+        if data is not None:
+            return data
+        try:
+            return self.store.get(chunk_key(digest))
+        except ObjectMissing:
+            return self._packed_bytes(self.packs.locate(digest, refresh=True))
+
+    def _packed_bytes(self, where: tuple[str, int, int] | None) -> bytes | None:
+        if where is None:
+            return None
+        pack_id, offset, length = where
+        try:
+            # If short, opening the seal reports the damage.
+            return self.store.get_range(pack_key(pack_id), offset, length)
+        except ObjectMissing:
+            self.packs.forget(pack_id)
+            return None
 
     def has_chunk(self, digest: str) -> bool:
         if self.store.exists(chunk_key(digest)):
