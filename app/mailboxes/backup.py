@@ -15,10 +15,9 @@ point row (the mailbox as it was) appears only when the whole mailbox is done.
 from __future__ import annotations
 
 import collections
-import itertools
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, timedelta
 
@@ -38,11 +37,6 @@ from app.mailboxes.store import flush, put_message
 from app.repository import Repository
 
 Progress = Callable[[int, int], None]
-# Threads hashing, compressing and encrypting fetched messages. blake3, zstd and AES release
-# the GIL, but the Python around them (a third or more of a small message's cost) does not:
-# on 2 cores one thread stored the benchmark's mix faster than 2 or 4 (about 6,800/s against
-# 6,200/s and 5,600/s), the others only taking the GIL from the IMAP thread.
-STORE_THREADS = 1
 # Batches handed to the commit thread and not yet committed (memory: this many batches plus
 # the one being fetched). Two measured no faster than one on 2 cores: the GIL, not the
 # order of the steps, bounds the pipeline there.
@@ -112,8 +106,12 @@ class _Writer:
 
     def __init__(self, db: Database, repo: Repository, repository_id: int, *, index: bool):
         self.db, self.repo, self.repository_id, self.index = db, repo, repository_id, index
-        self.threads = STORE_THREADS
-        self.pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="mail-store")
+        # One thread hashes, compresses and seals fetched messages. blake3, zstd and AES
+        # release the GIL, but the Python around them (a third or more of a small message's
+        # cost) does not: on 2 cores one thread stored the benchmark's mix faster than 2 or
+        # 4 (about 6,800/s against 6,200/s and 5,600/s), the others only taking the GIL from
+        # the IMAP thread.
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mail-store")
         # Database work of a batch (the SQLite / PostgreSQL driver releases the GIL while the
         # server works) runs beside the IMAP fetch of the next one.
         self.committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mail-commit")
@@ -163,15 +161,10 @@ class _Writer:
     def _put_all(self, messages: list[FetchedMessage]) -> list[str]:
         return [put_message(self.repo, m.raw) for m in messages]
 
-    def digests(self, messages: list[FetchedMessage]) -> Iterator[str]:
-        """The messages' digests in order, stored on the pool: one task per thread, not a
-        future per message (each costs the fetching thread a few µs of the GIL)."""
-        step = -(-len(messages) // self.threads)
-        parts = [
-            self.pool.submit(self._put_all, messages[i : i + step])
-            for i in range(0, len(messages), step)
-        ]
-        return itertools.chain.from_iterable(f.result() for f in parts)
+    def digests(self, messages: list[FetchedMessage]) -> Future[list[str]]:
+        """The messages' digests in order, once stored: one task for the batch, not a future
+        per message (each costs the fetching thread a few µs of the GIL)."""
+        return self.pool.submit(self._put_all, messages)
 
     def archive_ids(self, session: Session, items: list[tuple[str, FetchedMessage]]):
         """Archive row ids for these digests, creating (and cataloging) missing ones."""
@@ -492,10 +485,10 @@ def _commit_batch(
     uidvalidity: int,
     seq: int,
     fetched: list[FetchedMessage],
-    digests,
+    digests: Future[list[str]],
     outcome: BackupOutcome,
 ) -> int:
-    pairs = list(zip(digests, fetched, strict=True))
+    pairs = list(zip(digests.result(), fetched, strict=True))
     repo = writer.repo
     # Under the repository's gc lock (shared), as a manifest is saved: a garbage collection
     # cannot remove a chunk between the check below and the commit that names it. One that

@@ -260,10 +260,8 @@ class Repository:
             return None
 
     def has_chunk(self, digest: str) -> bool:
-        if self.store.exists(chunk_key(digest)):
-            return True
-        where = self.packs.locate(digest, refresh=True)
-        return where is not None and self.store.exists(pack_key(where[0]))
+        self.packs.refresh()  # packs other handles wrote since
+        return not self.missing_chunks([digest])
 
     def missing_chunks(self, digests: Iterable[str]) -> set[str]:
         """Those of ``digests`` not stored (any more): their pack or their file is gone."""
