@@ -21,9 +21,12 @@ Packs (many small chunks in one file, see packs.py) follow the same rules a pack
 one written or touched after the cutoff is kept whole; an older one is removed when none of
 its chunks is needed, and written anew with only the needed ones when some are not: mail
 past its retention must really leave the repository, not linger beside live mail. A pack
-without an index (a crash between the two) is removed after the cutoff; a pack with a torn
-index, or shorter than its index, only when nothing it holds is needed and not stored
-elsewhere (otherwise it is kept and reported as damaged).
+is never removed on what its index says alone: one whose index is lost (a crash between
+the two, or a deleted file), torn, or longer than the pack (cut short) is scanned, its
+index written again from its frames (``rebuilt_indexes``), and then judged like any other.
+A pack the scan cannot account for (the unframed first format without a whole index, or
+nothing readable) is kept and reported as damaged, unless a whole index says everything in
+it is stored elsewhere too.
 """
 
 from __future__ import annotations
@@ -35,7 +38,16 @@ from dataclasses import dataclass, field
 from sqlalchemy.orm import Session
 
 from app.repository.backend import ObjectMissing
-from app.repository.packs import decode_index, index_key, pack_key, remove_pack, write_pack
+from app.repository.packs import (
+    PackEntry,
+    decode_index,
+    index_key,
+    pack_key,
+    remove_pack,
+    scan_stored_pack,
+    write_index,
+    write_pack,
+)
 from app.repository.references import reference_sources
 from app.repository.store import Repository, RepositoryError
 
@@ -58,6 +70,10 @@ class GcReport:
     # Packs whose index is torn, or that are shorter than their index says, with chunks
     # that may be needed: kept for an operator (verify reports them), never swept.
     damaged_packs: list[str] = field(default_factory=list)
+    # Packs whose index was lost, torn or too long, written again from the pack's frames;
+    # and those of them the scan found damaged (a cut, a spoiled frame): chunks may be lost.
+    rebuilt_indexes: list[str] = field(default_factory=list)
+    damaged_rebuilt: list[str] = field(default_factory=list)
     cutoff: float = 0.0
     sources: dict[str, int] = field(default_factory=dict)
 
@@ -128,63 +144,76 @@ def collect_garbage(
 def _collect_packs(repo: Repository, live: set[str], cutoff: float, report: GcReport) -> None:
     store = repo.store
     packs = {info.key.rsplit("/", 1)[-1]: info for info in store.stat_all("packs/")}
-    indexed: set[str] = set()
-    repo.packs.refresh()  # where else each chunk is (an index never names a short pack)
-    for key in list(store.list("index/")):
-        pack_id = key.removeprefix("index/")
-        info = packs.get(pack_id)
-        indexed.add(pack_id)
-        try:
-            entries = decode_index(store.get(key))
-        except (ObjectMissing, ValueError):
-            entries = None
-        index_info = next(iter(store.stat_all(index_key(pack_id))), None)
-        old = index_info is not None and index_info.modified < cutoff
+    indexes = {info.key.removeprefix("index/"): info for info in store.stat_all("index/")}
+    rebuilt = False
+    repo.packs.refresh()  # where else each chunk is
+    for pack_id in sorted(set(packs) | set(indexes)):
+        info, index_info = packs.get(pack_id), indexes.get(pack_id)
         if info is None:
-            if old:  # the pack is gone (a crash before it reached the disk): nothing to read
+            # An index without its pack (a crash before the pack reached the disk, or a
+            # pack removed by hand): nothing to read; removed once old.
+            if index_info.modified < cutoff:
                 remove_pack(store, pack_id)
             continue
-        short = entries is not None and any(e.offset + e.length > info.size for e in entries)
-        if entries is None or short:
-            # A torn index, or a pack shorter than its index says. After a crash before the
-            # sync nothing names them, or what is named is stored elsewhere too: removed once
-            # old. Otherwise (the disk damaged them) never swept: what is left may still be
-            # read or rebuilt.
-            wanted = [e.digest for e in entries or () if e.digest in live]
-            if old and entries is not None and not repo.missing_chunks(wanted):
-                remove_pack(store, pack_id)
-                report.removed_packs += 1
-                report.freed_bytes += info.size
+        entries = _index_entries(store, pack_id) if index_info is not None else None
+        if entries is None or any(e.offset + e.length > info.size for e in entries):
+            scanned = scan_stored_pack(store, pack_id)
+            if scanned is None:
+                continue  # removed since it was listed
+            found, damaged = scanned
+            if found or info.size == 0:
+                # The pack says what it holds: its index is written again, then it is judged
+                # like any other (what a cut took is missing, and found so by backups).
+                write_index(store, pack_id, found)
+                report.rebuilt_indexes.append(pack_id)
+                if damaged or entries:
+                    report.damaged_rebuilt.append(pack_id)
+                entries, rebuilt = found, True
             else:
-                report.damaged_packs.append(pack_id)
-                report.remaining_bytes += info.size
-            continue
-        needed = [e for e in entries if e.digest in live]
-        needed_bytes = sum(e.length for e in needed)
-        if info.modified >= cutoff or len(needed) == len(entries):
-            report.kept_young += len(entries) - len(needed)
-            report.remaining_chunks += len(entries)
-            report.remaining_bytes += info.size
-            continue
-        if needed:
-            chunks = [
-                (e.digest, store.get_range(pack_key(pack_id), e.offset, e.length)) for e in needed
-            ]
-            write_pack(store, chunks)
-            report.repacked_packs += 1
-            report.remaining_chunks += len(needed)
-            report.remaining_bytes += needed_bytes
-        remove_pack(store, pack_id)
-        repo.packs.forget(pack_id)
-        report.removed_packs += 1
-        report.removed_chunks += len(entries) - len(needed)
-        report.freed_bytes += info.size - needed_bytes
-    for pack_id, info in packs.items():
-        if (
-            pack_id not in indexed
-            and info.modified < cutoff
-            and not store.exists(index_key(pack_id))
-        ):
-            remove_pack(store, pack_id)  # a crash between writing a pack and its index
-            report.removed_packs += 1
-            report.freed_bytes += info.size
+                wanted = [e.digest for e in entries or () if e.digest in live]
+                old = info.modified < cutoff and (
+                    index_info is None or index_info.modified < cutoff
+                )
+                if old and entries is not None and not repo.missing_chunks(wanted):
+                    remove_pack(store, pack_id)  # all it holds of use is stored elsewhere
+                    report.removed_packs += 1
+                    report.freed_bytes += info.size
+                else:
+                    report.damaged_packs.append(pack_id)  # kept: what is left may be read
+                    report.remaining_bytes += info.size
+                continue
+        _judge_pack(repo, pack_id, info, entries, live, cutoff, report)
+    if rebuilt:
+        repo.packs.forget("")  # read the indexes again, the rebuilt ones with them
+
+
+def _index_entries(store, pack_id: str) -> list[PackEntry] | None:
+    try:
+        return decode_index(store.get(index_key(pack_id)))
+    except (ObjectMissing, ValueError):
+        return None
+
+
+def _judge_pack(repo, pack_id, info, entries, live, cutoff, report: GcReport) -> None:
+    """Keep a pack whole, repack what of it is needed, or remove it."""
+    store = repo.store
+    needed = [e for e in entries if e.digest in live]
+    needed_bytes = sum(e.length for e in needed)
+    if info.modified >= cutoff or len(needed) == len(entries):
+        report.kept_young += len(entries) - len(needed)
+        report.remaining_chunks += len(entries)
+        report.remaining_bytes += info.size
+        return
+    if needed:
+        chunks = [
+            (e.digest, store.get_range(pack_key(pack_id), e.offset, e.length)) for e in needed
+        ]
+        write_pack(store, chunks)
+        report.repacked_packs += 1
+        report.remaining_chunks += len(needed)
+        report.remaining_bytes += needed_bytes
+    remove_pack(store, pack_id)
+    repo.packs.forget(pack_id)
+    report.removed_packs += 1
+    report.removed_chunks += len(entries) - len(needed)
+    report.freed_bytes += info.size - needed_bytes

@@ -5,16 +5,25 @@ kernel: more than fetching, hashing, compressing and encrypting the message toge
 backup therefore appends small sealed chunks to an open pack and writes it whole when it
 is full or when the backup makes its work durable (``flush``)::
 
-    packs/<2 hex>/<pack id>   sealed chunks one after another (each sealed as a loose chunk)
+    packs/<2 hex>/<pack id>   framed sealed chunks one after another
     index/<pack id>           which chunks the pack holds, where: written after the pack
+
+A pack describes itself: each chunk is framed by a 48-byte header (``BWP1``, its digest,
+its sealed length, and 8 bytes of blake3 over those), so the index is only a shortcut. A
+lost or torn index is rebuilt by scanning the pack (:func:`scan_pack`); a pack cut short
+loses only the chunks past the cut; a flipped bit spoils the one chunk it lands in (the
+scan finds the next frame by its magic when a header is hit). Packs written before frames
+existed (no ``BWP1`` at offset 0) are read through their index as ever; garbage collection
+rewrites them framed when it repacks them, and never removes one it cannot account for.
 
 A chunk's seal names its digest, not its place, so garbage collection can copy a chunk into
 a new pack byte for byte. Rules that keep a crash harmless:
 
 * The pack is written before its index and removed after it: an index never names a pack
-  that was not there, and a pack without an index is garbage (removed after the grace time).
-* An index whose pack is missing or shorter than the index says (a crash before the data
-  reached the disk) is ignored, so nothing dedups against chunks that are not there.
+  that was not there. A pack without an index (a crash between the two) is scanned: a
+  reader finds its chunks, garbage collection writes its index and then judges it like any.
+* An index whose pack is missing is ignored, one whose pack is shorter than it says is
+  replaced by what a scan finds, so nothing dedups against chunks that are not there.
 * Two processes writing at once may both store a chunk; either copy serves a read.
 
 Using a chunk again touches its pack (once a minute at most): garbage collection spares
@@ -42,6 +51,9 @@ PACK_TARGET = 8 * 1024 * 1024
 _MAGIC = b"BWIDX1\n"
 _ENTRY = struct.Struct(">32sQI")  # digest, offset, sealed length
 _CHECK = 32  # blake3 of everything before it: a torn index is refused, not half-read
+FRAME_MAGIC = b"BWP1"
+_FRAME = struct.Struct(">4s32sI")  # magic, digest, sealed length; then 8 check bytes
+FRAME_SIZE = _FRAME.size + 8
 TOUCH_EVERY_S = 60.0
 
 
@@ -58,6 +70,38 @@ def pack_key(pack_id: str) -> str:
 
 def index_key(pack_id: str) -> str:
     return f"index/{pack_id}"
+
+
+def frame(digest: str, length: int) -> bytes:
+    """The header that precedes a sealed chunk in a pack."""
+    head = _FRAME.pack(FRAME_MAGIC, bytes.fromhex(digest), length)
+    return head + blake3.blake3(head).digest(length=8)
+
+
+def scan_pack(data: bytes) -> tuple[list[PackEntry], bool]:
+    """The chunks a pack's frames describe, and whether anything did not read cleanly (a
+    damaged header skipped to the next magic, or a frame cut off at the end). A pack of
+    the unframed first format yields no entries."""
+    entries: list[PackEntry] = []
+    damaged, pos, end = False, 0, len(data)
+    view = memoryview(data)
+    while pos + FRAME_SIZE <= end:
+        head = view[pos : pos + _FRAME.size]
+        magic, digest, length = _FRAME.unpack(head)
+        check = view[pos + _FRAME.size : pos + FRAME_SIZE]
+        if magic == FRAME_MAGIC and blake3.blake3(head).digest(length=8) == check:
+            if pos + FRAME_SIZE + length > end:
+                return entries, True  # cut short: what lies past the cut is lost
+            entries.append(PackEntry(digest.hex(), pos + FRAME_SIZE, length))
+            pos += FRAME_SIZE + length
+            continue
+        damaged = True
+        pos = data.find(FRAME_MAGIC, pos + 1)
+        if pos < 0:
+            break
+    if 0 <= pos < end:
+        damaged = True  # a frame header cut off at the end
+    return entries, damaged
 
 
 def encode_index(entries: Iterable[PackEntry]) -> bytes:
@@ -118,11 +162,22 @@ class PackIndex:
             self._touched.pop(pack_id, None)
 
     def _read_new_indexes(self) -> Iterator[tuple[str, list[PackEntry]]]:
+        indexed = set()
         for key in self.store.list("index/"):
             pack_id = key.removeprefix("index/")
+            indexed.add(pack_id)
             if pack_id in self._loaded:
                 continue
-            entries = read_index(self.store, pack_id)
+            entries = load_entries(self.store, pack_id)
+            if entries is not None:
+                yield pack_id, entries
+        # Packs whose index is lost: their frames say what they hold (garbage collection
+        # writes the index again; until then each reader scans).
+        for key in self.store.list("packs/"):
+            pack_id = key.rsplit("/", 1)[-1]
+            if pack_id in indexed or pack_id in self._loaded:
+                continue
+            entries = load_entries(self.store, pack_id)
             if entries is not None:
                 yield pack_id, entries
 
@@ -158,6 +213,24 @@ def read_index(store: ObjectStore, pack_id: str) -> list[PackEntry] | None:
     return entries
 
 
+def scan_stored_pack(store: ObjectStore, pack_id: str) -> tuple[list[PackEntry], bool] | None:
+    """:func:`scan_pack` of a stored pack; None when the pack is gone."""
+    try:
+        return scan_pack(store.get(pack_key(pack_id)))
+    except ObjectMissing:
+        return None
+
+
+def load_entries(store: ObjectStore, pack_id: str) -> list[PackEntry] | None:
+    """A pack's entries from its index, or from its frames when the index is lost, torn
+    or longer than the pack; None when neither says anything."""
+    entries = read_index(store, pack_id)
+    if entries is not None:
+        return entries
+    scanned = scan_stored_pack(store, pack_id)
+    return scanned[0] if scanned and scanned[0] else None
+
+
 class PackWriter:
     """The open pack of one repository handle; threads append to it under a lock."""
 
@@ -179,10 +252,11 @@ class PackWriter:
         with self._lock:
             if digest in self._pending:
                 return False
-            self._entries.append(PackEntry(digest, self._size, len(data)))
+            self._entries.append(PackEntry(digest, self._size + FRAME_SIZE, len(data)))
+            self._parts.append(frame(digest, len(data)))
             self._parts.append(data)
             self._pending.add(digest)
-            self._size += len(data)
+            self._size += FRAME_SIZE + len(data)
             if self._size >= PACK_TARGET:
                 self._write_locked(durable=durable)
         return True
@@ -205,14 +279,20 @@ class PackWriter:
         return pack_id
 
 
+def write_index(store: ObjectStore, pack_id: str, entries: Iterable[PackEntry]) -> None:
+    """A pack's index written anew (garbage collection, after a scan)."""
+    store.put(index_key(pack_id), encode_index(entries))
+
+
 def write_pack(store: ObjectStore, chunks: list[tuple[str, bytes]]) -> str:
     """A new pack of already-sealed chunks (garbage collection's repack), durable now."""
-    entries, offset = [], 0
+    entries, parts, offset = [], [], 0
     for digest, data in chunks:
-        entries.append(PackEntry(digest, offset, len(data)))
-        offset += len(data)
+        entries.append(PackEntry(digest, offset + FRAME_SIZE, len(data)))
+        parts += [frame(digest, len(data)), data]
+        offset += FRAME_SIZE + len(data)
     pack_id = secrets.token_hex(16)
-    store.put(pack_key(pack_id), [data for _d, data in chunks])
+    store.put(pack_key(pack_id), parts)
     store.put(index_key(pack_id), encode_index(entries))
     return pack_id
 

@@ -160,16 +160,20 @@ def test_a_crash_between_pack_and_index_is_harmless(tmp_path, needed):
     repo.flush()
     (pack,) = packs_of(repo)
     entries = decode_index(repo.store.get(index_key(pack)))
-    # A pack whose index never made it (crash after the pack).
-    orphan = "ab" * 16
-    repo.store.put(pack_key(orphan), repo.store.get(pack_key(pack)))
+    # A pack whose index never made it (crash after the pack), of chunks nothing names.
+    spare = open_repository_at(tmp_path / "r", id=7)
+    orphan_digests = [spare.put_chunk(r, packed=True) for r in messages(3, seed=9)]
+    spare.flush()
+    (orphan,) = set(packs_of(repo)) - {pack}
+    repo.store.delete(index_key(orphan))
     # An index whose pack never reached the disk whole (crash before the data did).
     short = "cd" * 16
     repo.store.put(pack_key(short), b"x" * 10)
     repo.store.put(index_key(short), encode_index(entries))
     other = reopen(repo)
     assert other.packs.locate(digests[0]) == (pack, entries[0].offset, entries[0].length)
-    # A torn index is not trusted either.
+    assert other.packs.locate(orphan_digests[0])[0] == orphan  # found by its frames
+    # A torn index is not trusted: the pack's frames say what it holds.
     torn = "ef" * 16
     repo.store.put(pack_key(torn), repo.store.get(pack_key(pack)))
     repo.store.put(index_key(torn), encode_index(entries)[:-5])
@@ -177,13 +181,15 @@ def test_a_crash_between_pack_and_index_is_harmless(tmp_path, needed):
 
     needed.update(digests)
     report = collect_garbage(repo, object(), grace_s=-60)
-    # The orphan and the short one go (what they name is in the good pack); the torn
-    # index's pack may hold what nothing else does: kept, and reported.
+    # The orphan's index is written from its frames and then it goes (nothing needs it);
+    # the short one goes (what it names is in the good pack); the torn index is rebuilt.
     assert sorted(packs_of(repo)) == sorted([pack, torn])
     assert sorted(k.removeprefix("index/") for k in repo.store.list("index/")) == sorted(
         [pack, torn]
     )
-    assert report.removed_packs == 2 and report.damaged_packs == [torn]
+    assert sorted(report.rebuilt_indexes) == sorted([orphan, torn])
+    assert report.removed_packs == 2 and report.damaged_packs == []
+    assert decode_index(repo.store.get(index_key(torn))) == entries
     for d, raw in zip(digests, raws, strict=True):
         assert reopen(repo).get_chunk(d) == raw
 
