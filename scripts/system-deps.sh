@@ -12,6 +12,10 @@ command -v go >/dev/null || need+=(golang-go)
 # The mailbox tests' IMAP server and the reference array's filesystem.
 command -v dovecot >/dev/null || need+=(dovecot-imapd)
 command -v mkfs.btrfs >/dev/null || need+=(btrfs-progs)
+# The real-world mail corpus (tests/mailboxes/corpus.py): Python's e-mail test messages and
+# SpamAssassin's sample messages.
+ls -d /usr/lib/python3*/test/test_email/data >/dev/null 2>&1 || need+=(libpython3.11-testsuite)
+[ -f /usr/share/doc/spamassassin/examples/sample-spam.txt ] || need+=(spamassassin)
 # benchmarks/repository.py measures Bulwark's repository against restic.
 command -v restic >/dev/null || need+=(restic)
 

@@ -47,6 +47,7 @@ from app.db.models import Job, JobEvent
 from app.db.session import Database
 from app.db.types import utcnow
 from app.domain.jobs import EventLevel, JobKind, JobState
+from app.jobs.parents import settle_parent
 
 log = logging.getLogger(__name__)
 
@@ -692,7 +693,14 @@ class JobEngine:
             )
         if not ok:
             log.warning("job %s: worker %s no longer owns it; outcome dropped", job_id, worker_name)
+        else:
+            self._settle_parent(job_id)
         return ok
+
+    def _settle_parent(self, job_id: int) -> None:
+        """A job ended: a policy run that queued it may now take its children's outcome."""
+        with self.write_session() as session:
+            settle_parent(session, job_id, self.clock())
 
     def succeed(
         self,
@@ -780,7 +788,10 @@ class JobEngine:
                 message = f"failed after {job.attempts} of {job.max_attempts} attempts: {error}"
                 level = EventLevel.ERROR
             self._event(session, job_id, message, level, at=now)
-            return job.state
+            state = job.state
+        if state == JobState.FAILED:
+            self._settle_parent(job_id)
+        return state
 
     def release(self, job_id: int, worker_name: str, reason: str) -> bool:
         """Give a running job back to the queue without counting the attempt (shutdown)."""

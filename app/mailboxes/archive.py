@@ -200,12 +200,14 @@ def _filtered(session: Session, q: SearchQuery) -> Select:
         ids = _fts_ids(session, tokens).subquery()
         stmt = stmt.where(ArchiveMessage.id.in_(select(ids.c.id)))
     if q.people.strip():
-        for word in q.people.lower().split()[:4]:
+        # Quotes are ignored on both sides: a quoted local part ("Big Bug bb"@bug.com) is
+        # found by the words a person types, with or without them.
+        for word in q.people.lower().replace('"', " ").split()[:4]:
             like = f"%{word}%"
             stmt = stmt.where(
                 or_(
-                    func.lower(ArchiveMessage.sender).like(like),
-                    func.lower(ArchiveMessage.recipients).like(like),
+                    func.replace(func.lower(ArchiveMessage.sender), '"', "").like(like),
+                    func.replace(func.lower(ArchiveMessage.recipients), '"', "").like(like),
                 )
             )
     if q.sent_from:

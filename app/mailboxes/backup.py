@@ -9,7 +9,12 @@ renumbered the folder: everything Bulwark knew there is closed and the folder is
 (content already in the repository is not stored twice).
 
 Work is committed per batch, so an interrupted backup resumes where it stopped; the restore
-point row (the mailbox as it was) appears only when the whole mailbox is done.
+point row (the mailbox as it was) appears only when the whole mailbox is done, and a retried
+attempt of the same job that finds the mailbox done reports that point instead of adding one.
+
+De-duplication trusts the repository, not the catalog: each backup asks the repository
+which of the mailbox's current messages it still holds, and fetches those it lost from the
+server again (``stored_again``), so a removed or damaged pack heals at the next backup.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from app.db.bulk import PlannerStatistics, in_values, insert_rows
 from app.db.models import ArchiveMessage, Mailbox, MailboxRestorePoint, MailFolder, MailItem
 from app.db.session import Database
 from app.db.types import utcnow
+from app.domain.protection import Verification
 from app.mailboxes import archive
 from app.mailboxes.parse import parse
 from app.mailboxes.store import flush, put_message
@@ -58,6 +64,15 @@ class BackupOutcome:
     unchanged_folders: int = 0
     seconds: float = 0.0
     condstore: bool = False
+    # Messages the repository no longer held (a pack lost, a file removed) fetched from
+    # the server again, and those the server no longer has either (still missing).
+    stored_again: int = 0
+    still_missing: int = 0
+    # What the catalog could not read in the new messages (kept raw; job warnings).
+    index_warnings: list[str] = field(default_factory=list)
+    # True when this job's earlier attempt already finished this mailbox: its point is
+    # the one this attempt reports (a retry continues, never adds a point).
+    resumed: bool = False
 
 
 @dataclass
@@ -123,6 +138,7 @@ class _Writer:
         # folder's new state after a batch that failed would skip that batch's messages
         # in every later backup.
         self.failed: BaseException | None = None
+        self.warnings: list[str] = []
 
     def close(self) -> None:
         self.committer.shutdown(wait=True)
@@ -181,6 +197,8 @@ class _Writer:
         created = 0
         if missing:
             parsed = {d: parse(wanted[d].raw) for d in missing} if self.index else {}
+            for d, p in parsed.items():
+                self.warnings += [f"message {d[:12]}: {problem}" for problem in p.problems]
             now = utcnow()
             rows = []
             for d in missing:
@@ -256,6 +274,10 @@ def backup_mailbox(
                 with db.session() as session:
                     mbx = _mailbox(session, connection_id, mailbox)
                     mailbox_id, seq = mbx.id, mbx.backup_seq + 1
+                    done = _finished_in_job(session, mailbox_id, job_id)
+                    if done is not None:
+                        return done
+                    lost = _lost_messages(session, repo, mailbox_id)
                 outcome = BackupOutcome(mailbox_id, 0, seq, condstore=imap.condstore)
                 server_folders = [f for f in imap.folders() if f.selectable]
                 outcome.folders = len(server_folders)
@@ -297,9 +319,19 @@ def backup_mailbox(
                     if cancelled and cancelled():
                         raise InterruptedError("cancelled")
                     _backup_folder(
-                        db, imap, writer, folder_ids[info.name], info.name, seq, outcome, progress
+                        db,
+                        imap,
+                        writer,
+                        folder_ids[info.name],
+                        info.name,
+                        seq,
+                        outcome,
+                        progress,
+                        lost.pop(folder_ids[info.name], {}),
                     )
                 writer.drain()
+                outcome.index_warnings = writer.warnings
+                outcome.still_missing += sum(len(v) for v in lost.values())
             flush(repo)
             with db.session() as session:
                 if index and outcome.stored_messages:
@@ -332,8 +364,15 @@ def backup_mailbox(
                         "uidvalidity_resets": outcome.uidvalidity_resets,
                         "condstore": outcome.condstore,
                         "seconds": round(outcome.seconds, 3),
+                        "stored_again": outcome.stored_again,
+                        "still_missing": outcome.still_missing,
+                        "index_warnings": len(outcome.index_warnings),
                     },
                 )
+                if outcome.still_missing:
+                    # Neither the repository nor the server has them: this point gives back
+                    # all but those (a verify job says which).
+                    point.verification = Verification.DAMAGED
                 session.add(point)
                 session.execute(
                     update(Mailbox)
@@ -354,6 +393,57 @@ def backup_mailbox(
             writer.close()
 
 
+def _finished_in_job(session: Session, mailbox_id: int, job_id: int | None):
+    """The outcome of this job's earlier attempt at the mailbox, if it finished it."""
+    if job_id is None:
+        return None
+    point = session.scalar(
+        select(MailboxRestorePoint).where(
+            MailboxRestorePoint.mailbox_id == mailbox_id, MailboxRestorePoint.job_id == job_id
+        )
+    )
+    if point is None:
+        return None
+    return BackupOutcome(mailbox_id, point.id, point.seq, resumed=True)
+
+
+def _lost_messages(session: Session, repo: Repository, mailbox_id: int) -> dict[int, dict]:
+    """Current messages of the mailbox whose content the repository no longer holds, by
+    folder: {folder id: {uid: digest}}. One query and a lookup per message in the pack
+    index (a file check only for the few stored loose)."""
+    rows = session.execute(
+        select(MailItem.folder_id, MailItem.uid, ArchiveMessage.digest)
+        .join(ArchiveMessage, ArchiveMessage.id == MailItem.archive_message_id)
+        .join(MailFolder, MailFolder.id == MailItem.folder_id)
+        .where(MailFolder.mailbox_id == mailbox_id, MailItem.to_seq.is_(None))
+    ).all()
+    if not rows:
+        return {}
+    gone = repo.missing_chunks({d for _f, _u, d in rows})
+    lost: dict[int, dict] = collections.defaultdict(dict)
+    for folder_id, uid, digest in rows:
+        if digest in gone:
+            lost[folder_id][uid] = digest
+    return dict(lost)
+
+
+def _store_again(
+    imap: MailSession, writer: _Writer, lost: dict[int, str], outcome: BackupOutcome
+) -> set[int]:
+    """Fetch lost messages from the (selected) folder and store them again; returns the
+    UIDs the server no longer has."""
+    got = set()
+    for start in range(0, len(lost), 250):
+        uids = sorted(lost)[start : start + 250]
+        for m in imap.fetch(uids):
+            if m.uid in lost and writer.repo.digest(m.raw) == lost[m.uid]:
+                put_message(writer.repo, m.raw)
+                got.add(m.uid)
+    flush(writer.repo)
+    outcome.stored_again += len(got)
+    return set(lost) - got
+
+
 def _backup_folder(
     db: Database,
     imap: MailSession,
@@ -363,10 +453,15 @@ def _backup_folder(
     seq: int,
     outcome: BackupOutcome,
     progress: Progress | None,
+    lost: dict[int, str] | None = None,
 ) -> None:
     state = imap.examine(name)
     with db.session() as session:
         folder = session.get(MailFolder, folder_id)
+        if lost and folder.uidvalidity == state.uidvalidity:
+            outcome.still_missing += len(_store_again(imap, writer, lost, outcome))
+        elif lost:
+            outcome.still_missing += len(lost)  # renumbered: read again below if still there
         folder.gone_at = None
         if (
             folder.uidvalidity == state.uidvalidity

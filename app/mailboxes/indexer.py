@@ -17,8 +17,16 @@ from app.mailboxes.store import get_message
 from app.repository import Repository
 
 
-def index_pending(db: Database, repo: Repository, repository_id: int, *, batch: int = 500) -> int:
+def index_pending(
+    db: Database,
+    repo: Repository,
+    repository_id: int,
+    *,
+    batch: int = 500,
+    warnings: list[str] | None = None,
+) -> int:
     """Catalog and index every message of the repository not indexed yet; returns how many.
+    What could not be read of a message (kept raw, never a failure) goes to ``warnings``.
 
     Parsing stays in this process: handing messages to helper processes (pickling both ways)
     measured slower than parsing them here on this two-core machine."""
@@ -34,6 +42,12 @@ def index_pending(db: Database, repo: Repository, repository_id: int, *, batch: 
                 after = rows[-1][0]
                 raws = readers.map(lambda r: get_message(repo, r[1]), rows)
                 parsed = [(r[0], parse(raw)) for r, raw in zip(rows, raws, strict=True)]
+                if warnings is not None:
+                    warnings += [
+                        f"message {r[1][:12]}: {problem}"
+                        for r, (_mid, p) in zip(rows, parsed, strict=True)
+                        for problem in p.problems
+                    ]
                 archive.unindex(session, [mid for mid, _ in parsed])
                 archive.catalog(session, parsed)
             done += len(rows)

@@ -3,22 +3,21 @@
 What to restore is a list of :class:`Item` — a message as it was in a restore point (or, from
 the archive, at its last known place) with its folder, flags and internal date. Restores
 APPEND into the original folder, a "Recovered Items" folder, or any folder of any mailbox the
-service account can open, keeping flags and internal dates. A message already in the
-destination folder (same Message-ID and same content hash) is not appended again, so running
-a restore twice does not duplicate mail.
+service account can open, keeping flags and internal dates. Duplicate safety counts: a folder
+that held a message N times (byte-identical copies are real: a message filed twice) gets N
+copies back, less those the destination folder already holds (same Message-ID, size and
+content hash), so running a restore twice adds nothing.
 """
 
 from __future__ import annotations
 
-import mailbox as mbox_lib
-import os
-import tempfile
+import re
 import zipfile
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import BinaryIO, Literal
 
 from sqlalchemy import or_, select
@@ -178,11 +177,11 @@ def archive_items(session: Session, archive_ids: Iterable[int]) -> list[Item]:
 # -- restore --------------------------------------------------------------------------------------
 
 
-def _existing(imap: MailSession, repo: Repository, wanted: list[tuple[Item, bytes]]):
-    """Digests of the wanted messages that the selected folder already holds."""
+def _existing(imap: MailSession, repo: Repository, wanted: list[tuple[Item, bytes]]) -> Counter:
+    """How many copies of each wanted message (by digest) the selected folder holds."""
     present = imap.message_ids()
     if not present:
-        return set()
+        return Counter()
     by_id: dict[str | None, list[int]] = defaultdict(list)
     for uid, (mid, _size) in present.items():
         by_id[mid].append(uid)
@@ -194,9 +193,9 @@ def _existing(imap: MailSession, repo: Repository, wanted: list[tuple[Item, byte
             if sizes[uid] == len(raw):
                 candidates.add(uid)
     if not candidates:
-        return set()
+        return Counter()
     bodies = imap.bodies(sorted(candidates))
-    return {repo.digest(b) for b in bodies.values()}
+    return Counter(repo.digest(b) for b in bodies.values())
 
 
 def restore(
@@ -229,12 +228,11 @@ def restore(
                 wanted = list(zip(group, raws, strict=True))
                 already = _existing(imap, repo, wanted)
                 batch: list[tuple[bytes, list[str], datetime]] = []
-                seen: set[str] = set()
                 for item, raw in wanted:
-                    if item.digest in already or item.digest in seen:
+                    if already[item.digest] > 0:  # one copy there answers for one wanted
+                        already[item.digest] -= 1
                         outcome.skipped_existing += 1
                         continue
-                    seen.add(item.digest)
                     batch.append((raw, list(item.flags), item.internal_date))
                     if len(batch) >= APPEND_BATCH:
                         imap.append(folder, batch)
@@ -273,27 +271,35 @@ def export_eml_zip(repo: Repository, items: list[Item], out: BinaryIO) -> int:
     return len(items)
 
 
+# mbox flag letters: Status R (seen) and O (not new); X-Status as mutt and Thunderbird write it.
+_X_STATUS = (("\\Answered", "A"), ("\\Deleted", "D"), ("\\Flagged", "F"), ("\\Draft", "T"))
+_FROM_LINE = re.compile(rb"^(>*From )", re.M)
+
+
+def mbox_entry(raw: bytes, flags: Iterable[str], internal_date: datetime) -> bytes:
+    """One message as an mboxrd entry, its bytes kept exactly: a ``From `` line, then
+    ``Status`` and ``X-Status`` lines (the stored flags), then the message with every line
+    matching ``>*From `` given one more ``>``, then one newline. Reading it back (the
+    ``From `` line and the two status lines dropped, one ``>`` taken from each quoted line,
+    the last newline dropped) gives the message byte for byte."""
+    flags = set(flags)
+    eol = b"\r\n" if raw.split(b"\n", 1)[0].endswith(b"\r") else b"\n"
+    status = b"RO" if "\\Seen" in flags else b"O"
+    x_status = "".join(letter for flag, letter in _X_STATUS if flag in flags).encode()
+    when = internal_date.astimezone(UTC).strftime("%a %b %d %H:%M:%S %Y").encode()
+    return b"".join(
+        [
+            b"From MAILER-DAEMON " + when + b"\n",
+            b"Status: " + status + eol,
+            b"X-Status: " + x_status + eol,
+            _FROM_LINE.sub(rb">\1", raw),
+            b"\n",
+        ]
+    )
+
+
 def export_mbox(repo: Repository, items: list[Item], out: BinaryIO) -> int:
-    """One mbox file (mboxrd ``From`` quoting by Python's mailbox module)."""
-    fd, path = tempfile.mkstemp(suffix=".mbox")
-    os.close(fd)
-    try:
-        box = mbox_lib.mbox(path, create=True)
-        box.lock()
-        try:
-            for item in items:
-                msg = mbox_lib.mboxMessage(get_message(repo, item.digest))
-                msg.set_from("MAILER-DAEMON", item.internal_date.timetuple())
-                flags = {"\\Seen": "R", "\\Answered": "A", "\\Flagged": "F", "\\Deleted": "D"}
-                msg.set_flags("".join(v for k, v in flags.items() if k in item.flags))
-                box.add(msg)
-            box.flush()
-        finally:
-            box.unlock()
-            box.close()
-        with open(path, "rb") as f:
-            while chunk := f.read(1 << 20):
-                out.write(chunk)
-    finally:
-        os.unlink(path)
+    """One mbox file (mboxrd): each stored message byte for byte, see :func:`mbox_entry`."""
+    for item in items:
+        out.write(mbox_entry(get_message(repo, item.digest), item.flags, item.internal_date))
     return len(items)

@@ -31,6 +31,7 @@ from app.domain.protection import CopyLocation
 from app.domain.retention import keep_by_schedule, removal_blocker
 from app.jobs.context import JobContext, JobResult, PermanentError
 from app.jobs.handlers import register
+from app.mailboxes.verify import mark_lost
 from app.protection.catalog import retire_copies
 from app.protection.holds import holds_by_point
 from app.repository import Repository, RepositoryError
@@ -200,14 +201,33 @@ def run_expire(ctx: JobContext) -> JobResult:
     with ctx.db.session() as session:
         gc = collect_garbage(repo, session, grace_s=grace_s)
         record_usage(session, repo, gc, now=utcnow())
+        # Damage found on the way (a pack cut short, a pack nothing accounts for): the
+        # mailbox points that held what is now missing say so (the next backup fetches it
+        # from the server again).
+        damaged_mail = (
+            mark_lost(session, repo, repository_id)
+            if gc.damaged_rebuilt or gc.damaged_packs
+            else []
+        )
+    for pack_id in gc.rebuilt_indexes:
+        ctx.warning(
+            f"pack {pack_id} had no whole index: written again from the pack itself"
+            + (
+                " (the pack is damaged; what lay past the damage is lost)"
+                if pack_id in gc.damaged_rebuilt
+                else ""
+            )
+        )
+    for point_id in damaged_mail:
+        ctx.warning(f"mailbox restore point {point_id} lost messages: marked damaged")
     if report.expired:
         ctx.event(f"expired restore points: {', '.join(map(str, report.expired))}")
     for point_id, why in sorted(report.kept.items()):
         ctx.event(f"restore point {point_id} stays: {why}")
     for pack_id in gc.damaged_packs:
         ctx.warning(
-            f"pack {pack_id} is damaged (its index is torn or it is shorter than the index "
-            "says) and may hold needed mail: kept, not swept; check the repository's disk"
+            f"pack {pack_id} is damaged (its frames do not read and no whole index says what "
+            "it holds) and may hold needed mail: kept, not swept; check the repository's disk"
         )
     ctx.progress(percent=100)
     return JobResult(
@@ -225,6 +245,8 @@ def run_expire(ctx: JobContext) -> JobResult:
             "remaining_chunks": gc.remaining_chunks,
             "stored_bytes": gc.remaining_bytes,
             "damaged_packs": gc.damaged_packs,
+            "rebuilt_indexes": gc.rebuilt_indexes,
+            "damaged_mailbox_points": damaged_mail,
         },
     )
 

@@ -25,6 +25,7 @@ from app.mailboxes.retention import expire
 from app.repository import RepositoryError, open_repository
 
 CAPABILITY = "mail"
+MAX_NAMED_WARNINGS = 20
 
 
 def handles(ctx: JobContext) -> bool:
@@ -99,15 +100,31 @@ def run(ctx: JobContext) -> JobResult:
             points.append(outcome.restore_point_id)
             new += outcome.new_messages
             done += 1
-            ctx.event(
-                f"{name}: restore point {outcome.seq}, {outcome.new_messages} new, "
-                f"{outcome.flag_changes} re-flagged, {outcome.expunged} gone"
-            )
+            if outcome.resumed:
+                ctx.event(f"{name}: restore point {outcome.seq} made by an earlier attempt")
+            else:
+                ctx.event(
+                    f"{name}: restore point {outcome.seq}, {outcome.new_messages} new, "
+                    f"{outcome.flag_changes} re-flagged, {outcome.expunged} gone"
+                    + (f", {outcome.stored_again} stored again" if outcome.stored_again else "")
+                )
+            if outcome.still_missing:
+                ctx.warning(
+                    f"{name}: {outcome.still_missing} message(s) of this mailbox are gone from "
+                    "the repository and from the server: restore point marked damaged"
+                )
             ctx.progress(percent=100.0 * done / max(1, total))
     if not points:
         raise RuntimeError(f"no mailbox could be backed up ({', '.join(failed)})")
     ctx.step("index", "cataloging new messages for the archive search")
-    indexed = index_pending(ctx.db, repo, repository_id)
+    warnings: list[str] = []
+    indexed = index_pending(ctx.db, repo, repository_id, warnings=warnings)
+    # A message the catalog cannot read is stored and restorable all the same: a warning
+    # each (the first few named), never a failed backup.
+    for text in warnings[:MAX_NAMED_WARNINGS]:
+        ctx.warning(f"indexed in part, headers kept raw: {text}")
+    if len(warnings) > MAX_NAMED_WARNINGS:
+        ctx.warning(f"{len(warnings) - MAX_NAMED_WARNINGS} more indexing warning(s)")
     ctx.step("retain")
     with ctx.db.session() as session:
         expired = expire(session)
@@ -118,6 +135,7 @@ def run(ctx: JobContext) -> JobResult:
         details={
             "mailbox_restore_points": points,
             "indexed": indexed,
+            "index_warnings": len(warnings),
             "expired_mailbox_points": expired.expired_points,
         },
     )

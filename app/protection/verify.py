@@ -1,5 +1,9 @@
 """Verify jobs: re-read and re-hash a restore point's blocks in the repository.
 
+Mailbox restore points are verified the same way, a message at a time
+(``params.mailbox_restore_point_id``, or with the repository's or the policy's points;
+app/mailboxes/verify.py).
+
 A ``verify`` job checks one restore point fully (``params.restore_point_id``) or, when
 scheduled, every available restore point of a repository on a random share of its blocks
 (``params.repository_id`` and ``params.sample``, e.g. 0.1). Each restore point ends verified
@@ -22,12 +26,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.audit import SYSTEM, record
-from app.db.models import RestorePoint, RestorePointCopy
+from app.db.models import MailboxRestorePoint, RestorePoint, RestorePointCopy
 from app.db.types import utcnow
 from app.domain.jobs import JobKind
 from app.domain.protection import CopyLocation, RestorePointStatus, Verification
 from app.jobs.context import JobContext, JobResult, PermanentError
 from app.jobs.handlers import register
+from app.mailboxes.verify import verify_mailbox_point
 from app.protection.expire import _schedule_per_repository
 from app.repository import Repository, RepositoryError
 from app.repository.backend import ObjectMissing
@@ -142,8 +147,16 @@ def run_verify(ctx: JobContext) -> JobResult:
     sample = float(params.get("sample", 1.0))
     if not 0.0 < sample <= 1.0:
         raise PermanentError("params.sample must be in (0, 1]")
+    mailbox_points: list[int] = []
     with ctx.db.session() as session:
-        if params.get("restore_point_id") is not None:
+        if params.get("mailbox_restore_point_id") is not None:
+            mpoint = session.get(MailboxRestorePoint, params["mailbox_restore_point_id"])
+            if mpoint is None:
+                raise PermanentError(
+                    f"mailbox restore point {params['mailbox_restore_point_id']} does not exist"
+                )
+            repository_id, point_ids, mailbox_points = mpoint.repository_id, [], [mpoint.id]
+        elif params.get("restore_point_id") is not None:
             point = session.get(RestorePoint, params["restore_point_id"])
             if point is None:
                 raise PermanentError(f"restore point {params['restore_point_id']} does not exist")
@@ -167,6 +180,7 @@ def run_verify(ctx: JobContext) -> JobResult:
                     )
                 )
             )
+            mailbox_points = _mailbox_points(session, repository_id=repository_id)
         elif ctx.policy_id is not None:
             rows = session.execute(
                 select(RestorePointCopy.restore_point_id, RestorePointCopy.connection_id)
@@ -179,11 +193,20 @@ def run_verify(ctx: JobContext) -> JobResult:
                 )
                 .order_by(RestorePointCopy.restore_point_id)
             ).all()
+            mailbox_rows = session.execute(
+                select(MailboxRestorePoint.id, MailboxRestorePoint.repository_id).where(
+                    MailboxRestorePoint.policy_id == ctx.policy_id,
+                    MailboxRestorePoint.status == RestorePointStatus.AVAILABLE,
+                )
+            ).all()
+            rows = list(rows) + list(mailbox_rows)
             if not rows:
                 raise PermanentError(f"policy {ctx.policy_id} has nothing in a repository")
             if len({c for _p, c in rows}) > 1:
                 raise PermanentError("the policy's restore points are in several repositories")
-            repository_id, point_ids = rows[0][1], sorted({p for p, _c in rows})
+            mailbox_points = sorted(p for p, _c in mailbox_rows)
+            repository_id = rows[0][1]
+            point_ids = sorted({p for p, _c in rows} - set(mailbox_points))
         else:
             raise PermanentError(
                 "a verify job needs params.restore_point_id, params.repository_id or a policy"
@@ -221,11 +244,49 @@ def run_verify(ctx: JobContext) -> JobResult:
                 else str(result.error)
             )
         )
+    mail_verified, mail_damaged = [], []
+    for point_id in mailbox_points:
+        ctx.check_cancelled()
+        ctx.progress(step=f"mailbox restore point {point_id}")
+        with ctx.db.session() as session:
+            mpoint = session.get(MailboxRestorePoint, point_id)
+            if mpoint is None or mpoint.status != RestorePointStatus.AVAILABLE:
+                continue
+            outcome = verify_mailbox_point(session, repo, mpoint, sample=sample)
+        if outcome.ok:
+            mail_verified.append(point_id)
+            continue
+        mail_damaged.append(point_id)
+        first = outcome.damaged[0]
+        ctx.warning(
+            f"mailbox restore point {point_id} is damaged: {len(outcome.damaged)} message(s), "
+            f"first archive message {first['message']}: {first['reason']}"
+        )
     ctx.progress(percent=100)
+    total_ok, total_bad = len(verified) + len(mail_verified), len(damaged) + len(mail_damaged)
     return JobResult(
-        partial=bool(damaged),
-        message=f"{len(verified)} restore point(s) verified, {len(damaged)} damaged",
-        details={"verified": verified, "damaged": damaged, "sample": sample},
+        partial=bool(total_bad),
+        message=f"{total_ok} restore point(s) verified, {total_bad} damaged",
+        details={
+            "verified": verified,
+            "damaged": damaged,
+            "mailbox_verified": mail_verified,
+            "mailbox_damaged": mail_damaged,
+            "sample": sample,
+        },
+    )
+
+
+def _mailbox_points(session: Session, *, repository_id: int) -> list[int]:
+    return list(
+        session.scalars(
+            select(MailboxRestorePoint.id)
+            .where(
+                MailboxRestorePoint.repository_id == repository_id,
+                MailboxRestorePoint.status == RestorePointStatus.AVAILABLE,
+            )
+            .order_by(MailboxRestorePoint.id)
+        )
     )
 
 

@@ -14,7 +14,15 @@ from app.api.pagination import Page, PageWindow, paginate
 from app.api.problems import Problem, conflict, invalid, not_found
 from app.api.schemas.jobs import JobCreate, JobDetail, JobOut, ProxyOut
 from app.audit import record
-from app.db.models import Connection, ExchangeServer, Job, Policy, Proxy, RestorePoint
+from app.db.models import (
+    Connection,
+    ExchangeServer,
+    Job,
+    MailboxRestorePoint,
+    Policy,
+    Proxy,
+    RestorePoint,
+)
 from app.db.types import utcnow
 from app.domain.connections import ConnectionKind
 from app.domain.jobs import JobKind, JobState
@@ -77,6 +85,13 @@ def _validate(session: Session, body: JobCreate) -> None:
         conn = session.get(Connection, body.connection_id) if body.connection_id else None
         if conn is None or conn.kind != ConnectionKind.VCENTER:
             raise invalid("a sync job needs the connection_id of a vCenter", "connection_id")
+    if body.kind == JobKind.VERIFY and "mailbox_restore_point_id" in body.params:
+        point_id = body.params["mailbox_restore_point_id"]
+        if not isinstance(point_id, int) or session.get(MailboxRestorePoint, point_id) is None:
+            raise invalid(
+                f"mailbox restore point {point_id!r} does not exist", "mailbox_restore_point_id"
+            )
+        return
     if body.kind in (JobKind.RESTORE, JobKind.VERIFY):
         if body.restore_point_id is None:
             raise invalid(f"a {body.kind} job needs restore_point_id", "restore_point_id")

@@ -6,10 +6,10 @@ A repository is a connection of kind ``repository`` (created and tested under
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from fastapi import APIRouter, Request
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from app.api import API_PREFIX
@@ -24,11 +24,23 @@ from app.api.schemas.repositories import (
     VerifyRequest,
 )
 from app.audit import record
-from app.db.models import Connection, Job, Policy, RepositoryUsage, RestorePoint
+from app.db.models import (
+    Connection,
+    Job,
+    MailboxRestorePoint,
+    Policy,
+    RepositoryUsage,
+    RestorePoint,
+)
 from app.db.types import utcnow
 from app.domain.connections import ConnectionKind, ConnectionStatus
 from app.domain.jobs import JobKind
-from app.domain.protection import CopyLocation, RestorePointStatus, Verification
+from app.domain.protection import (
+    CopyLocation,
+    ProtectionMethod,
+    RestorePointStatus,
+    Verification,
+)
 from app.repository import RepositoryError, open_repository
 from app.repository.connection import check_repository
 from app.repository.gc import live_digests
@@ -121,9 +133,37 @@ def verified_rpo_by_policy(
             .group_by(RestorePoint.policy_id, RestorePoint.server_id, RestorePoint.database_id)
         )
     }
+    # Mailbox policies: each mailbox they back up counts as a target, its newest verified
+    # mailbox restore point as its time.
+    mailbox_times: dict[int, list[datetime | None]] = {}
+    for pid, _mbx, verified_at in session.execute(
+        select(
+            MailboxRestorePoint.policy_id,
+            MailboxRestorePoint.mailbox_id,
+            func.max(
+                case(
+                    (
+                        MailboxRestorePoint.verification == Verification.VERIFIED.value,
+                        MailboxRestorePoint.captured_at,
+                    )
+                )
+            ),
+        )
+        .where(
+            MailboxRestorePoint.status == RestorePointStatus.AVAILABLE,
+            MailboxRestorePoint.policy_id.is_not(None),
+        )
+        .group_by(MailboxRestorePoint.policy_id, MailboxRestorePoint.mailbox_id)
+    ):
+        mailbox_times.setdefault(pid, []).append(verified_at)
     out = []
     for policy in policies:
         times = [newest.get((policy.id, t.server_id, t.database_id)) for t in policy.targets]
+        if policy.method == ProtectionMethod.MAILBOX and policy.id in mailbox_times:
+            times = [
+                t.replace(tzinfo=UTC) if t is not None and t.tzinfo is None else t
+                for t in mailbox_times[policy.id]
+            ]
         found = [t for t in times if t is not None]
         worst = min(found) if found and len(found) == len(times) else None
         age = int((now - worst).total_seconds() // 60) if worst else None

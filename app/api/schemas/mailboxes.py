@@ -36,6 +36,8 @@ class MailboxRestorePointOut(Output):
     new_messages: int
     retain_until: datetime | None
     details: dict
+    verification: str
+    verified_at: datetime | None
 
 
 class FolderOut(Output):

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base
 from app.db.types import StrEnumType, UTCDateTime, utcnow
-from app.domain.protection import RestorePointStatus
+from app.domain.protection import RestorePointStatus, Verification
 
 FTS_TABLE = "archive_fts"
 
@@ -92,6 +92,12 @@ class MailboxRestorePoint(Base):
     retain_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     expired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # A verify job's last word (all or a sample of the messages re-read and re-hashed); a
+    # backup that could not get lost messages back says damaged too.
+    verification: Mapped[Verification] = mapped_column(
+        StrEnumType(Verification), default=Verification.UNVERIFIED, server_default="unverified"
+    )
+    verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class ArchiveMessage(Base):
