@@ -240,7 +240,7 @@ def sync_connection(
     discover_exchange_servers(session, connection_id, summary, actor)
     # The catalog is checked against the same read (imported here: protection builds on
     # the inventory, not the other way round).
-    from app.protection import reconcile
+    from app.protection.catalog import reconcile
 
     summary.copies_gone = reconcile.vm_snapshots(session, connection_id, inventory)
     found, problems = reconcile.array_snapshots(session)

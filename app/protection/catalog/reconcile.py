@@ -22,7 +22,8 @@ from app.adapters import arrays, vsphere
 from app.db.models import Connection, RestorePoint, RestorePointCopy
 from app.db.types import utcnow
 from app.domain.protection import CopyLocation
-from app.protection.catalog import mark_gone
+from app.protection.bindings.arrays import open_driver
+from app.protection.catalog.copies import mark_gone
 
 # Copies younger than the read (less this) are not judged by it.
 CLOCK_MARGIN = timedelta(seconds=10)
@@ -85,8 +86,6 @@ def array_snapshots(session: Session, now: datetime | None = None) -> tuple[list
     problems: list[str] = []
     for array_id, copies in sorted(by_array.items()):
         conn = session.get(Connection, array_id)
-        from app.protection.array_volumes import open_driver
-
         started = utcnow()
         try:
             present = {s.id for s in open_driver(conn).list_snapshots()}
