@@ -299,8 +299,8 @@ class Scheduler:
         return created
 
     def _schedule_repository_upkeep(self, session: Session, now: datetime) -> list[int]:
-        from app.protection.expire import schedule_expiry
-        from app.protection.verify import schedule_verification
+        from app.protection.handlers.expire import schedule_expiry
+        from app.protection.handlers.verify import schedule_verification
 
         expire_every, verify_every, sample = self.repository_upkeep
         created = []
@@ -323,6 +323,6 @@ class Scheduler:
 
 def _default_template() -> JobTemplate:
     # The protection layer knows what each method needs; imported late, it imports us.
-    from app.protection.backup import job_template
+    from app.protection.handlers.backup import job_template
 
     return job_template
