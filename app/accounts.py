@@ -10,8 +10,8 @@ from sqlalchemy.orm import Session
 from app.audit import Actor, record
 from app.db.models import ApiToken, User
 from app.db.types import utcnow
-from app.security.passwords import hash_password
 from app.security import sessions
+from app.security.passwords import hash_password
 from app.security.roles import Role
 from app.security.tokens import new_token
 
