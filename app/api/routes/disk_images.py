@@ -15,13 +15,13 @@ from pydantic import Field
 
 from app.api import API_PREFIX
 from app.api.deps import DbSession, require, runtime
-from app.api.downloads import attachment
+from app.api.downloads import attachment, octets
 from app.api.problems import Problem, conflict, invalid, not_found
 from app.api.schemas.common import Input
 from app.api.schemas.jobs import JobOut
 from app.audit import record
 from app.db.models import RestorePoint
-from app.protection.restore_repository import (
+from app.protection.restores.disk import (
     RestoreRefused,
     find_disk_image,
     queue_disk_restore,
@@ -162,8 +162,8 @@ def _image_response(
     def body():
         try:
             if first:
-                yield first
-            yield from chunks
+                yield from octets((first,))
+            yield from octets(chunks)
         finally:
             release()
 
