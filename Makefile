@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 RUN_STAMP := $(VENV)/.installed-run
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-sqlite test-postgresql lint format system-deps lab clean
+.PHONY: run demo test test-sqlite test-postgresql lint format system-deps lab clean
 
 $(RUN_STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ $(STAMP): $(RUN_STAMP)
 
 run: $(RUN_STAMP)
 	$(VENV)/bin/bulwark serve
+
+# The vSphere lab and a Dovecot with sample mailboxes, already registered (scripts/demo.py).
+demo: $(RUN_STAMP) system-deps
+	$(PY) scripts/demo.py $(DEMO_ARGS)
 
 system-deps:
 	bash scripts/system-deps.sh
