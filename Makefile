@@ -28,9 +28,13 @@ demo: $(RUN_STAMP) system-deps
 system-deps:
 	bash scripts/system-deps.sh
 
-lab: $(STAMP)
+lab:
 	bash lab/build.sh
-	lab/bin/bulwark-lab --listen 127.0.0.1:8989
+	@echo "vCenter for the connection form: host 127.0.0.1, port 8989,"
+	@echo "  user administrator@vsphere.local, password lab-password-1,"
+	@echo "  guest account CORP\\backup / guest-password-1; trust its certificate when asked"
+	lab/bin/bulwark-lab --listen 127.0.0.1:8989 --password lab-password-1 \
+		--guest-password guest-password-1
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check app tests benchmarks migrations

@@ -9,9 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, TEST_DB
 
-pytestmark = pytest.mark.lab
+pytestmark = [
+    pytest.mark.lab,
+    pytest.mark.skipif(
+        TEST_DB != "sqlite", reason="the demo runs on its own SQLite file: once, in the SQLite pass"
+    ),
+]
 
 
 def test_make_demo_from_a_clean_clone_serves_a_populated_product(tmp_path: Path):
