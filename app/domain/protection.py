@@ -70,6 +70,8 @@ class Verification(StrEnum):
 class RestoreRefused(ValueError):
     """A restore cannot be done as asked; the message says why, for the operator (API: 422)."""
 
+    permanent = True  # a job meeting it fails at once: asking again gets the same answer
+
 
 BACKING_LAYOUT = {
     "flat": DatabaseLayout.VMDK,
