@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from app.audit import Actor, record
 from app.db.models import ApiToken, User
 from app.db.types import utcnow
+from app.security import sessions
 from app.security.passwords import hash_password
 from app.security.roles import Role
 from app.security.tokens import new_token
@@ -58,3 +59,21 @@ def create_token(
         prefix=prefix,
     )
     return row, token
+
+
+def reset_password(session: Session, actor: Actor, user: User, password: str) -> None:
+    """An administrator sets a new password (the owner is not asked for the old one); every
+    session of that user ends, as after a reset in the dashboard or the API."""
+    user.password_hash = hash_password(password)
+    sessions.end_all(user)
+    record(session, actor, "user.password_reset", "user", user.id, username=user.username)
+
+
+def revoke_token(session: Session, actor: Actor, token_id: int) -> ApiToken:
+    row = session.get(ApiToken, token_id)
+    if row is None:
+        raise AccountError(f"no API token with id {token_id}")
+    if row.revoked_at is None:
+        row.revoked_at = utcnow()
+        record(session, actor, "token.revoke", "token", row.id, prefix=row.prefix)
+    return row

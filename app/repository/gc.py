@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.orm import Session
 
 from app.repository.backend import ObjectMissing
+from app.repository.errors import RepositoryError
 from app.repository.packs import (
     PackEntry,
     decode_index,
@@ -49,7 +50,7 @@ from app.repository.packs import (
     write_pack,
 )
 from app.repository.references import reference_sources
-from app.repository.store import Repository, RepositoryError
+from app.repository.store import Repository
 
 GRACE_S = 300.0
 

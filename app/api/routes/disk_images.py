@@ -15,13 +15,13 @@ from pydantic import Field
 
 from app.api import API_PREFIX
 from app.api.deps import DbSession, require, runtime
-from app.api.downloads import attachment
+from app.api.downloads import attachment, octets
 from app.api.problems import Problem, conflict, invalid, not_found
 from app.api.schemas.common import Input
 from app.api.schemas.jobs import JobOut
 from app.audit import record
 from app.db.models import RestorePoint
-from app.protection.restore_repository import (
+from app.protection.restores.disk import (
     RestoreRefused,
     find_disk_image,
     queue_disk_restore,
@@ -99,7 +99,8 @@ def download_disk_image(
     range_header: Annotated[str | None, Header(alias="Range")] = None,
     if_range: Annotated[str | None, Header(alias="If-Range")] = None,
 ):
-    from app.repository.store import RepositoryError, open_repository
+    from app.repository.connection import open_repository
+    from app.repository.errors import RepositoryError
 
     point = _point(session, point_id)
     try:
@@ -127,7 +128,7 @@ def _image_response(
     session, principal, point_id, disk_key, image, repo, release, range_header, if_range
 ):
     """The download of a pinned image; ``release`` runs when the transfer ends."""
-    from app.repository.store import ChunkDamaged, RepositoryError
+    from app.repository.errors import ChunkDamaged, RepositoryError
 
     try:
         manifest = repo.load_manifest(image.manifest_id)
@@ -161,8 +162,8 @@ def _image_response(
     def body():
         try:
             if first:
-                yield first
-            yield from chunks
+                yield from octets((first,))
+            yield from octets(chunks)
         finally:
             release()
 

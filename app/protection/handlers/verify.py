@@ -33,11 +33,11 @@ from app.domain.protection import CopyLocation, RestorePointStatus, Verification
 from app.jobs.context import JobContext, JobResult, PermanentError
 from app.jobs.handlers import register
 from app.mailboxes.verify import verify_mailbox_point
-from app.protection.expire import _schedule_per_repository
+from app.protection.handlers.expire import _schedule_per_repository
 from app.repository import Repository, RepositoryError
 from app.repository.backend import ObjectMissing
+from app.repository.chunks import chunk_key
 from app.repository.connection import open_job_repository
-from app.repository.store import chunk_key
 
 
 @dataclass

@@ -31,7 +31,7 @@ from app.audit import Actor, record
 from app.db.models import ExchangeServer, RestorePoint
 from app.domain.protection import CopyLocation, RestorePointStatus, RestoreRefused
 from app.jobs.context import JobContext, JobResult, PermanentError
-from app.protection.vcenter_access import for_job
+from app.protection.bindings.vcenter import for_job
 from app.repository.connection import open_job_repository
 
 MODE = "disk"
@@ -140,7 +140,7 @@ def descriptor_text(flat_name: str, size: int) -> bytes:
 
 
 def run_disk_restore(ctx: JobContext) -> JobResult:
-    from app.repository.store import ChunkDamaged
+    from app.repository.errors import ChunkDamaged
 
     params = ctx.params
     target = params.get("target", "new")
