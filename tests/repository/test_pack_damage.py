@@ -141,3 +141,35 @@ def test_a_pack_nothing_can_account_for_is_kept_and_reported(packed):
     os.utime(repo.store.root / index_key(stray), (1_000_000, 1_000_000))
     report = collect_garbage(other, object(), grace_s=0)
     assert not repo.store.exists(pack_key(stray)) and report.damaged_packs == []
+
+
+def test_packs_of_the_first_unframed_format_still_read_and_are_rewritten_framed(tmp_path, needed):
+    """No unframed pack is among the tests' fixtures; one made the old way still reads
+    through its index, and garbage collection's repack writes its needed chunks framed."""
+    from app.repository.packs import PackEntry, index_key
+
+    repo = open_repository_at(tmp_path / "r", create=True, id=4)
+    raws = messages(4, seed=5)
+    digests = [repo.digest(r) for r in raws]
+    sealed = [repo.chunks.codec.seal(r, d) for r, d in zip(raws, digests, strict=True)]
+    entries, offset = [], 0
+    for d, data in zip(digests, sealed, strict=True):
+        entries.append(PackEntry(d, offset, len(data)))
+        offset += len(data)
+    old = "0f" * 16
+    repo.store.put(pack_key(old), b"".join(sealed))
+    repo.store.put(index_key(old), encode_index(entries))
+    for path in (pack_key(old), index_key(old)):
+        os.utime(repo.store.root / path, (1_000_000, 1_000_000))
+    assert readable(fresh_plain(repo), digests, raws) == 4
+    needed.update(digests[:2])
+    report = collect_garbage(fresh_plain(repo), object(), grace_s=0)
+    assert report.repacked_packs == 1 and not repo.store.exists(pack_key(old))
+    (new,) = [k.rsplit("/", 1)[-1] for k in repo.store.list("packs/")]
+    found, damaged = scan_pack(repo.store.get(pack_key(new)))
+    assert sorted(e.digest for e in found) == sorted(digests[:2]) and not damaged
+    assert readable(fresh_plain(repo), digests[:2], raws[:2]) == 2
+
+
+def fresh_plain(repo):
+    return open_repository_at(repo.store.root, id=repo.id)
