@@ -5,27 +5,32 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 from app.db.models import Job, RestorePoint
 from app.db.types import utcnow
 from app.domain.jobs import JobState
 from app.domain.protection import RestorePointStatus
+from app.jobs import Worker
+from app.jobs.handlers import load_handlers
+from app.jobs.handlers import registry as product_registry
 from app.repository import Repository
-from tests.repository.test_jobs_and_api import (  # noqa: F401 - fixtures
-    Estate,
-    add_repository,
-    run_jobs,
-    runtime,
-    worker,
-)
+from tests.repository.test_jobs_and_api import FAST, Estate, add_repository, run_jobs
+
+
+@pytest.fixture
+def runtime(app, client):
+    return app.state.runtime
+
+
+@pytest.fixture
+def worker(runtime):
+    load_handlers()
+    return Worker(runtime, "repo-worker", [], registry=product_registry, **FAST)
 
 
 def test_the_retry_deletes_the_manifests_an_attempt_died_deleting(
-    client,
-    admin,
-    runtime,
-    worker,
-    tmp_path,
-    monkeypatch,  # noqa: F811
+    client, admin, runtime, worker, tmp_path, monkeypatch
 ):
     repo_id = add_repository(client, admin, tmp_path / "lib", runtime=runtime)
     estate = Estate(runtime, repo_id, keep_last=1)
