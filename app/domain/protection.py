@@ -62,7 +62,12 @@ class Verification(StrEnum):
 
 
 class RestoreRefused(ValueError):
-    """A restore cannot be done as asked; the message says why, for the operator (API: 422)."""
+    """A restore cannot be done as asked; the message says why, for the operator (API: 422).
+    ``field`` names the request field at fault."""
+
+    def __init__(self, message: str, *, field: str = "params") -> None:
+        super().__init__(message)
+        self.field = field
 
 
 BACKING_LAYOUT = {
