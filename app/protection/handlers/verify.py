@@ -17,7 +17,6 @@ of an older restore point then finds it whole again.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -35,9 +34,8 @@ from app.jobs.handlers import register
 from app.mailboxes.verify import verify_mailbox_point
 from app.protection.handlers.expire import _schedule_per_repository
 from app.repository import Repository, RepositoryError
-from app.repository.backend import ObjectMissing
-from app.repository.chunks import chunk_key
 from app.repository.connection import open_job_repository
+from app.repository.image_writer import mark_verified
 
 
 @dataclass
@@ -136,10 +134,7 @@ def _checked_blocks(manifest, sample: float) -> int:
 
 def quarantine(repo: Repository, digest: str) -> None:
     """Move a damaged chunk aside so a later backup stores the data again."""
-    key = chunk_key(digest)
-    with contextlib.suppress(ObjectMissing):
-        repo.store.put(f"quarantine/{digest}", repo.store.get(key))
-        repo.store.delete(key)
+    repo.chunks.quarantine(digest)
 
 
 def run_verify(ctx: JobContext) -> JobResult:
@@ -215,6 +210,7 @@ def run_verify(ctx: JobContext) -> JobResult:
             repo = open_job_repository(ctx, repository_id, session)
         except RepositoryError as exc:
             raise PermanentError(str(exc)) from exc
+    started = utcnow()
     verified, damaged = [], []
     for n, point_id in enumerate(point_ids):
         ctx.check_cancelled()
@@ -262,6 +258,8 @@ def run_verify(ctx: JobContext) -> JobResult:
             f"mailbox restore point {point_id} is damaged: {len(outcome.damaged)} message(s), "
             f"first archive message {first['message']}: {first['reason']}"
         )
+    # From now on a backup checks once more the chunks it carries over (image_writer.py).
+    mark_verified(repo.store, started)
     ctx.progress(percent=100)
     total_ok, total_bad = len(verified) + len(mail_verified), len(damaged) + len(mail_damaged)
     return JobResult(

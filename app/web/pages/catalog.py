@@ -109,8 +109,10 @@ def job_detail(request: Request, job_id: int) -> Response:
             "throughput": _throughput(job),
         }
         if is_htmx(request):
-            # htmx stops polling on 286, so a finished job's page stops asking.
+            # htmx stops polling on 286, so a finished job's page stops asking; the last
+            # answer also clears the "queued" notice the page opened with.
             status = 200 if live else 286
+            context["clear_flashes"] = not live
             return render(
                 request, "partials/job_live.html", context, user=ctx.user, status_code=status
             )
