@@ -30,6 +30,7 @@ from app.api.routes import (
     servers,
     tokens,
     users,
+    whole_vm,
 )
 from app.config import Settings, get_settings
 from app.metrics import HttpMetrics
@@ -92,6 +93,7 @@ def create_app(settings: Settings | None = None, *, background_jobs: bool = Fals
         jobs,
         restore_points,
         disk_images,
+        whole_vm,
         repositories,
         holds,
         mailboxes,

@@ -13,7 +13,13 @@ from app.domain.jobs import JobKind
 from app.domain.protection import CopyLocation, RestorePointStatus
 from app.jobs.context import JobContext, JobResult, PermanentError
 from app.jobs.handlers import register
-from app.protection import array_restore, mailbox_restore, restore_new_vm, restore_repository
+from app.protection import (
+    array_restore,
+    mailbox_restore,
+    restore_new_vm,
+    restore_repository,
+    restore_whole_vm,
+)
 from app.protection.vcenter_access import for_job
 
 MODES = ("revert", restore_repository.MODE)
@@ -29,6 +35,8 @@ def run_restore(ctx: JobContext) -> JobResult:
         return restore_repository.run_disk_restore(ctx)
     if mode == restore_new_vm.MODE:
         return restore_new_vm.run(ctx)
+    if mode == restore_whole_vm.MODE:
+        return restore_whole_vm.run(ctx)
     if mode not in MODES:
         raise PermanentError(f"restore mode '{mode}' is not available")
     with ctx.db.session() as session:
@@ -73,6 +81,7 @@ def cleanup_restore(ctx: JobContext, leftovers: list[dict]) -> None:
     restore_repository.cleanup_disk_restore(ctx, leftovers)
     array_restore.cleanup_array_restore(ctx, leftovers)
     restore_new_vm.cleanup(ctx, leftovers)
+    restore_whole_vm.cleanup(ctx, leftovers)
 
 
 # No capability for the kind as a whole: each restore job names what it needs (vCenter, an

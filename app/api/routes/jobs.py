@@ -19,7 +19,7 @@ from app.db.types import utcnow
 from app.domain.connections import ConnectionKind
 from app.domain.jobs import JobKind, JobState
 from app.domain.protection import CopyLocation, RestoreRefused
-from app.protection import array_restore, restore_new_vm
+from app.protection import array_restore, restore_new_vm, restore_whole_vm
 from app.security.roles import Permission
 
 router = APIRouter(prefix=API_PREFIX, tags=["jobs"])
@@ -100,6 +100,12 @@ def _confirm_restore(session: Session, point: RestorePoint, params: dict) -> Non
         except RestoreRefused as exc:
             raise invalid(str(exc), "params") from exc
         return
+    if params.get("mode") == restore_whole_vm.MODE:
+        try:
+            restore_whole_vm.check_request(session, point, params)
+        except RestoreRefused as exc:
+            raise invalid(str(exc), "params") from exc
+        return
     if params.get("mode") == restore_new_vm.MODE:
         try:
             restore_new_vm.confirm(point, server.name, params)
@@ -108,7 +114,9 @@ def _confirm_restore(session: Session, point: RestorePoint, params: dict) -> Non
         return
     if params.get("mode", "revert") != "revert":
         raise invalid(
-            f"restore modes available here are 'revert' and '{restore_new_vm.MODE}'", "params"
+            f"restore modes available here are 'revert', '{restore_new_vm.MODE}' and "
+            f"'{restore_whole_vm.MODE}'",
+            "params",
         )
     if not any(
         c.location == CopyLocation.VM_SNAPSHOT and c.removed_at is None for c in point.copies
