@@ -21,6 +21,7 @@ from app.web.pages import (
     repositories,
     restore_points,
     servers,
+    whole_vm,
 )
 
 router = APIRouter(include_in_schema=False, route_class=WebRoute)
@@ -34,6 +35,7 @@ for module in (
     policies,
     catalog,
     restore_points,
+    whole_vm,
     disk_images,
     repositories,
     mailboxes,
