@@ -53,6 +53,12 @@ class RestorePointStatus(StrEnum):
     AVAILABLE = "available"
     EXPIRED = "expired"
     DAMAGED = "damaged"
+    # Every copy was found gone outside Bulwark (not expired by it): nothing restores from it.
+    UNAVAILABLE = "unavailable"
+
+
+# Statuses of a restore point with no copy left: counted nowhere as protection.
+WITHOUT_COPIES = frozenset({RestorePointStatus.EXPIRED, RestorePointStatus.UNAVAILABLE})
 
 
 class Verification(StrEnum):

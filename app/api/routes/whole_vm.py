@@ -18,7 +18,7 @@ from app.api.schemas.jobs import JobOut
 from app.db.models import Connection, ExchangeServer, RestorePoint
 from app.domain.protection import RestoreRefused
 from app.inventory import vcenter
-from app.protection import restore_whole_vm
+from app.protection.restores import whole_vm as restore_whole_vm
 from app.security.roles import Permission
 
 router = APIRouter(prefix=API_PREFIX + "/restore-points", tags=["restore points"])

@@ -16,7 +16,7 @@ from app.api.routes.restore_points import get_point
 from app.db.models import Connection, ExchangeServer, RestorePoint
 from app.domain.protection import RestoreRefused
 from app.inventory import vcenter
-from app.protection import restore_whole_vm
+from app.protection.restores import whole_vm as restore_whole_vm
 from app.security.roles import Permission
 from app.web.context import Ctx, Form, signed_in
 from app.web.errors import WebRoute

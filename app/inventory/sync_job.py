@@ -5,12 +5,12 @@ from __future__ import annotations
 from app.adapters import vsphere
 from app.db.models import Connection
 from app.domain.connections import ConnectionStatus
-from app.domain.jobs import JobKind
+from app.domain.jobs import EventLevel, JobKind
 from app.inventory import sync
 from app.inventory.vcenter import open_client
 from app.jobs.context import JobContext, JobResult, PermanentError
 from app.jobs.handlers import register
-from app.protection.vcenter_access import job_secrets
+from app.protection.bindings.vcenter import job_secrets
 
 
 def run_sync(ctx: JobContext) -> JobResult:
@@ -35,10 +35,16 @@ def run_sync(ctx: JobContext) -> JobResult:
         summary = sync.sync_connection(session, connection_id, inventory)
         row = session.get(Connection, connection_id)
         row.status, row.last_error = ConnectionStatus.OK, None
+    for line in summary.copies_gone:
+        ctx.event(line, EventLevel.WARNING)
     ctx.progress(percent=100)
     return JobResult(
         message=f"{summary.vms} VMs, {len(summary.servers_discovered)} Exchange servers discovered",
-        details={"vms": summary.vms, "problems": summary.problems},
+        details={
+            "vms": summary.vms,
+            "problems": summary.problems,
+            "copies_gone": summary.copies_gone,
+        },
         partial=bool(summary.problems),
     )
 

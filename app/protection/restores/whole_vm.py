@@ -34,8 +34,8 @@ from app.db.models import ExchangeServer, RestorePoint
 from app.domain.jobs import EventLevel
 from app.domain.protection import CopyLocation, RestorePointStatus, RestoreRefused
 from app.jobs.context import JobContext, JobResult, PermanentError
-from app.protection import restore_repository
-from app.protection.vcenter_access import for_job
+from app.protection.bindings.vcenter import for_job
+from app.protection.restores import disk as restore_repository
 from app.repository.connection import open_job_repository
 
 MODE = "whole_vm"
