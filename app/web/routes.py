@@ -21,6 +21,7 @@ from app.web.pages import (
     repositories,
     restore_points,
     servers,
+    users,
     whole_vm,
 )
 
@@ -40,6 +41,7 @@ for module in (
     repositories,
     mailboxes,
     holds,
+    users,
 ):
     router.include_router(module.router)
 

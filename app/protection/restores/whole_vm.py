@@ -36,6 +36,7 @@ from app.domain.protection import CopyLocation, RestorePointStatus, RestoreRefus
 from app.jobs.context import JobContext, JobResult, PermanentError
 from app.protection.bindings.vcenter import for_job
 from app.protection.restores import disk as restore_repository
+from app.protection.restores.registry import RestoreMode, register
 from app.repository.connection import open_job_repository
 
 MODE = "whole_vm"
@@ -203,7 +204,7 @@ def queue(session: Any, point: RestorePoint, params: dict[str, Any], actor: Acto
         kind=JobKind.RESTORE,
         server_id=server.id,
         params=clean,
-        required_capabilities=["vcenter"],
+        required_capabilities=list(WHOLE_VM.capabilities),
         created_by=actor.name,
     )
     session.add(job)
@@ -540,3 +541,22 @@ def cleanup(ctx: JobContext, leftovers: list[dict[str, Any]]) -> None:
             ctx.remove_leftover(item)
     finally:
         access.close()
+
+
+def _applies_to(point: RestorePoint | None) -> bool:
+    from app.domain.protection import ProtectionMethod
+
+    return point is None or point.method == ProtectionMethod.VM_IMAGE
+
+
+# Queued by its own endpoint (queue), which checks the request with check_request: it
+# needs the database for the server and names a target, placement and confirmation.
+WHOLE_VM = register(
+    RestoreMode(
+        names=(MODE,),
+        applies_to=_applies_to,
+        capabilities=("vcenter",),
+        run=run,
+        cleanup=cleanup,
+    )
+)
