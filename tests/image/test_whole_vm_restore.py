@@ -170,3 +170,21 @@ def test_restore_over_the_original_powers_off_and_shows_differences_first(
     assert done["result"]["details"]["differences"] == shown["differences"]
     for d in disks:
         assert Path(d["local_path"]).read_bytes() == originals[d["key"]], d["label"]
+
+
+def test_a_failed_restore_removes_its_half_made_vm(
+    client, admin, runtime, worker, vc, repository, point
+):
+    from tests.image.test_image_restore import damage_block
+
+    damage_block(repository, point, 2032, 1)  # the last disk: the VM exists, two disks written
+    name = f"{SERVER}-doomed"
+    restore_id = restore(client, admin, point, new_vm_name=name)
+    assert run_jobs(worker) == [restore_id]
+    done = job(client, admin, restore_id)
+    assert done["state"] == "failed"
+    assert "Hard disk 3: block 1 is damaged" in done["error"]
+    assert f"removed {name} (" in " ".join(events(done))
+    folder = point["details"]["vm_config"]["folder"]
+    assert vm_config.vm_made_by(vc, folder, name, f"job-{restore_id}") is None
+    assert load_job(runtime, restore_id).leftovers == []
