@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from fastapi import APIRouter, Request
 from sqlalchemy import func, select
 from starlette.responses import Response
 
-from app.db.models import Job, Policy
+from app.db.models import Job
 from app.db.types import utcnow
 from app.web.context import signed_in
 from app.web.errors import WebRoute
-from app.web.queries import overview_counts, proxies, recent_jobs, rpo_by_server, rpo_history
+from app.web.queries import (
+    _aware,
+    overview_counts,
+    proxies,
+    recent_jobs,
+    rpo_by_server,
+    rpo_chart,
+)
 from app.web.templating import render
 
 router = APIRouter(route_class=WebRoute)
@@ -43,15 +50,12 @@ RPO_TABLE_ROWS = 100
 def _history(session) -> tuple[list, datetime | None]:
     """The RPO chart's days from installation onward (no empty bars for days before any
     policy existed); with none yet, when its first hourly sample is taken."""
-    days = rpo_history(session)
+    days, began = rpo_chart(session)
     while days and days[0].percent is None:
         days = days[1:]
-    if days:
+    if days or began is None:
         return days, None
-    since = session.scalar(select(func.min(Policy.created_at)).where(Policy.enabled.is_(True)))
-    if since is None:
-        return [], None
-    start = max(utcnow(), since if since.tzinfo else since.replace(tzinfo=UTC))
+    start = max(_aware(utcnow()), began)
     return [], start.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
 
 
@@ -69,13 +73,13 @@ def overview(request: Request) -> Response:
             for r in every
         )
         history, first_sample = _history(ctx.session)
-        jobs_last_day = _jobs_last_day_count(ctx.session)
+        counts = overview_counts(ctx.session)
         return render(
             request,
             "overview.html",
             {
                 "section": "overview",
-                "counts": overview_counts(ctx.session),
+                "counts": counts,
                 "jobs": _last_day(ctx.session),
                 "last_day": True,
                 "proxies": proxies(ctx.session),
@@ -84,7 +88,7 @@ def overview(request: Request) -> Response:
                 "rpo_history": history,
                 "rpo_first_sample": first_sample,
                 "protection": protection,
-                "jobs_last_day": jobs_last_day,
+                "jobs_last_day": counts["jobs_total"],
                 "verified_rpo": _verified_rpo(ctx.session),
             },
             user=ctx.user,
