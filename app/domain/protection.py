@@ -53,6 +53,12 @@ class RestorePointStatus(StrEnum):
     AVAILABLE = "available"
     EXPIRED = "expired"
     DAMAGED = "damaged"
+    # Every copy was found gone outside Bulwark (not expired by it): nothing restores from it.
+    UNAVAILABLE = "unavailable"
+
+
+# Statuses of a restore point with no copy left: counted nowhere as protection.
+WITHOUT_COPIES = frozenset({RestorePointStatus.EXPIRED, RestorePointStatus.UNAVAILABLE})
 
 
 class Verification(StrEnum):
@@ -62,7 +68,14 @@ class Verification(StrEnum):
 
 
 class RestoreRefused(ValueError):
-    """A restore cannot be done as asked; the message says why, for the operator (API: 422)."""
+    """A restore cannot be done as asked; the message says why, for the operator (API: 422).
+    ``field`` names the request field at fault."""
+
+    def __init__(self, message: str, *, field: str = "params") -> None:
+        super().__init__(message)
+        self.field = field
+
+    permanent = True  # a job meeting it fails at once: asking again gets the same answer
 
 
 BACKING_LAYOUT = {

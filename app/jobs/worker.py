@@ -26,6 +26,7 @@ from app.jobs.context import (
     JobResult,
     LeaseLost,
     PermanentError,
+    is_permanent,
 )
 from app.jobs.engine import ClaimedJob, JobEngine
 from app.jobs.handlers import Handler, HandlerRegistry
@@ -35,6 +36,9 @@ if TYPE_CHECKING:
     from app.state import Runtime
 
 log = logging.getLogger(__name__)
+
+# Failures that point at Bulwark's own code rather than at what it talks to.
+PROGRAMMING_ERRORS = (AttributeError, NameError, TypeError, KeyError, IndexError, AssertionError)
 
 
 def _result_record(result: JobResult | None) -> dict:
@@ -321,8 +325,16 @@ class Worker:
         except PermanentError as exc:
             outcome = ("fatal", exc)
         except Exception as exc:
+            # An outside system saying no (vCenter, the array, the repository) is one line; a
+            # traceback is kept for what looks like a bug in Bulwark itself.
             log.warning(
-                "job %s (%s) attempt %d failed", job.id, job.kind, job.attempt, exc_info=True
+                "job %s (%s) attempt %d failed: %s: %s",
+                job.id,
+                job.kind,
+                job.attempt,
+                type(exc).__name__,
+                exc,
+                exc_info=isinstance(exc, PROGRAMMING_ERRORS),
             )
             if ctx.lease_lost:
                 outcome = ("lost", None)
@@ -330,6 +342,10 @@ class Worker:
                 outcome = ("released", exc)
             elif ctx.cancel_requested:
                 outcome = ("cancelled", exc)
+            elif is_permanent(exc):
+                # A missing object or an untrusted certificate stays so: failing at once
+                # says why now, not after every retry and its backoff.
+                outcome = ("fatal", exc)
             else:
                 outcome = ("error", exc)
 
@@ -364,7 +380,8 @@ class Worker:
             note = f" (handler stopped with {_describe(value)})" if value else ""
             return JobState.CANCELLED if engine.cancel(job.id, name, "cancelled" + note) else None
         if kind == "fatal":
-            return engine.fail(job.id, name, _describe(value), retry=False)
+            fix = getattr(value, "fix", None)
+            return engine.fail(job.id, name, _describe(value), retry=False, fix=fix)
         return engine.fail(job.id, name, _describe(value), retry=True)
 
     def _cleanup(self, ctx: JobContext, handler: Handler, why: str) -> str | None:
