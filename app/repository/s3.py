@@ -196,6 +196,8 @@ class S3Store:
         digest = hashlib.sha256(
             f"{location.endpoint}\n{location.bucket}\n{location.prefix}".encode()
         ).hexdigest()[:24]
+        # One directory for every process of this host, whatever its settings: the lock is
+        # only worth something if they all take the same file.
         base = Path(lock_dir) if lock_dir else Path(tempfile.gettempdir()) / "bulwark-s3-locks"
         self._lock_dir = base / digest
         self._versioned: bool | None = None
@@ -381,6 +383,22 @@ class S3Store:
                 if not key or key.endswith("/") or key.rsplit("/", 1)[-1].startswith("."):
                     continue
                 yield ObjectInfo(key, int(item["Size"]), item["LastModified"].timestamp())
+
+    def remove_stale_temporaries(self, older_than: float) -> int:
+        """Abort multipart uploads a crashed writer left (their parts cost storage)."""
+        aborted = 0
+        for page in self._pages("list_multipart_uploads", Prefix=self.prefix):
+            for upload in page.get("Uploads", []):
+                if upload["Initiated"].timestamp() >= older_than:
+                    continue
+                with contextlib.suppress(S3Error, ObjectMissing):
+                    self._call(
+                        "abort_multipart_upload",
+                        Key=upload["Key"],
+                        UploadId=upload["UploadId"],
+                    )
+                    aborted += 1
+        return aborted
 
     @contextlib.contextmanager
     def lock(self, name: str, *, exclusive: bool) -> Iterator[None]:

@@ -795,30 +795,52 @@ def open_repository_at(
     id: int | None = None,
     block_size: int = BLOCK_SIZE,
 ) -> Repository:
-    """Open the repository in ``path``; ``key`` is the service secret (BULWARK_SECRET_KEY).
+    """Open the repository in the directory ``path`` (see :func:`open_repository_in`)."""
+    path = Path(path)
+    return open_repository_in(
+        FilesystemStore(path),
+        label=str(path),
+        key=key,
+        create=create,
+        encrypted=encrypted,
+        id=id,
+        block_size=block_size,
+    )
+
+
+def open_repository_in(
+    store: ObjectStore,
+    *,
+    label: str,
+    key: bytes | None = None,
+    create: bool = False,
+    encrypted: bool | None = None,
+    id: int | None = None,
+    block_size: int = BLOCK_SIZE,
+) -> Repository:
+    """Open the repository held by ``store``; ``key`` is the service secret
+    (BULWARK_SECRET_KEY); ``label`` names it in errors (a directory, ``s3://bucket/prefix``).
 
     With ``create`` a missing repository is initialised (``encrypted`` defaults to whether a
     key is given). An encrypted repository's own key is kept in its config, wrapped by the
     service secret: without that secret the data cannot be read back.
     """
-    path = Path(path)
-    store = FilesystemStore(path)
     try:
         config = json.loads(store.get("config"))
     except ObjectMissing:
         if not create:
-            raise RepositoryError(f"{path} holds no Bulwark repository") from None
+            raise RepositoryError(f"{label} holds no Bulwark repository") from None
         if encrypted is None:
             encrypted = key is not None
-        config = _initialise(store, path, key, encrypted, block_size)
+        config = _initialise(store, label, key, encrypted, block_size)
     except (OSError, ValueError) as exc:
-        raise RepositoryError(f"cannot read the repository config in {path}: {exc}") from None
+        raise RepositoryError(f"cannot read the repository config in {label}: {exc}") from None
     if config.get("format") != FORMAT:
-        raise RepositoryError(f"{path}: unknown repository format {config.get('format')!r}")
+        raise RepositoryError(f"{label}: unknown repository format {config.get('format')!r}")
     repository_key = None
     if config.get("encrypted"):
         if key is None:
-            raise RepositoryError(f"{path} is encrypted and no key was given")
+            raise RepositoryError(f"{label} is encrypted and no key was given")
         try:
             repository_key = unwrap_key(
                 key, base64.b64decode(config["wrapped_key"]), config["uuid"]
@@ -829,16 +851,20 @@ def open_repository_at(
 
 
 def _initialise(
-    store: FilesystemStore, path: Path, key: bytes | None, encrypted: bool, block_size: int
+    store: ObjectStore, label: str, key: bytes | None, encrypted: bool, block_size: int
 ) -> dict[str, Any]:
     if encrypted and key is None:
         raise RepositoryError("an encrypted repository needs the service secret")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise RepositoryError(f"cannot create {path}: {exc.strerror}") from None
-    if any(p.name != ".locks" for p in path.iterdir()):
-        raise RepositoryError(f"{path} is not empty and holds no Bulwark repository")
+    if isinstance(store, FilesystemStore):
+        path = store.root
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RepositoryError(f"cannot create {path}: {exc.strerror}") from None
+        if any(p.name != ".locks" for p in path.iterdir()):
+            raise RepositoryError(f"{path} is not empty and holds no Bulwark repository")
+    elif next(iter(store.list("")), None) is not None:
+        raise RepositoryError(f"{label} is not empty and holds no Bulwark repository")
     config: dict[str, Any] = {
         "format": FORMAT,
         "uuid": str(uuid.uuid4()),
@@ -856,7 +882,7 @@ def _initialise(
     try:
         store.put("config", json.dumps(config, indent=1).encode())
     except OSError as exc:
-        raise RepositoryError(f"cannot write to {path}: {exc.strerror}") from None
+        raise RepositoryError(f"cannot write to {label}: {exc.strerror or exc}") from None
     return config
 
 
@@ -873,15 +899,15 @@ def open_repository(
     conn = session.get(Connection, connection_id)
     if conn is None or conn.kind != ConnectionKind.REPOSITORY:
         raise RepositoryError(f"connection {connection_id} is not a repository")
-    path = (conn.options or {}).get("path")
-    if not path:
-        raise RepositoryError(f"repository {conn.name} has no path")
     if root_key is None:
         from app.config import get_settings
 
         root_key = get_settings().root_key()
+    from app.repository.connection import store_for
+
+    store, label = store_for(conn, root_key)
     encrypted = bool((conn.options or {}).get("encrypted", False))
     with _open_lock:
-        return open_repository_at(
-            Path(path), key=root_key, create=create, encrypted=encrypted, id=conn.id
+        return open_repository_in(
+            store, label=label, key=root_key, create=create, encrypted=encrypted, id=conn.id
         )

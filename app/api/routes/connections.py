@@ -201,13 +201,13 @@ def delete_connection(connection_id: int, session: DbSession, principal=Admin):
 
 
 def _repository_options(session, options: dict, except_id: int | None = None) -> dict:
-    from app.repository.connection import validate_options
+    from app.repository.connection import place_of, validate_options
 
     try:
         options = validate_options(options)
     except ValueError as exc:
         raise invalid(str(exc), "options") from exc
-    path = options.get("path")
+    path = place_of(options)
     others = session.scalars(
         select(Connection).where(
             Connection.kind == ConnectionKind.REPOSITORY, Connection.id != (except_id or 0)
@@ -215,7 +215,7 @@ def _repository_options(session, options: dict, except_id: int | None = None) ->
     )
     # Two connections on one directory would each expire and collect the other's data.
     for other in others:
-        if path is not None and other.options.get("path") == path:
+        if path is not None and place_of(other.options or {}) == path:
             raise conflict(f"repository '{other.name}' already lives in {path}")
     return options
 

@@ -41,7 +41,7 @@ Runner = require(Permission.RUN_BACKUP)
 
 def test_repository(session: Session, conn: Connection, actor, rt: Runtime) -> ConnectionTestOut:
     """``POST /connections/{id}/test`` for a repository: initialise, write, read."""
-    check = check_repository(conn.options or {}, rt.settings.root_key())
+    check = check_repository(conn, rt.settings.root_key())
     conn.status = ConnectionStatus.OK if check.ok else ConnectionStatus.FAILED
     conn.last_checked_at = utcnow()
     conn.last_error = None if check.ok else check.message
