@@ -56,6 +56,7 @@ class S3Peer:
     access_key: str = ACCESS_KEY
     secret_key: str = SECRET_KEY
     _shared: str | None = None
+    _locked: str | None = None
 
     def client(self):
         return boto3.client(
@@ -72,6 +73,12 @@ class S3Peer:
         if self._shared is None:
             self._shared = self.new_bucket()
         return self._shared
+
+    def locked_bucket(self) -> str:
+        """One bucket with Object Lock for the session's tests (a prefix each)."""
+        if self._locked is None:
+            self._locked = self.new_bucket(lock=True)
+        return self._locked
 
     def new_bucket(self, *, lock: bool = False) -> str:
         name = f"t-{uuid.uuid4().hex[:16]}"

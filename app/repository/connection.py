@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -28,7 +29,15 @@ from app.repository.store import RepositoryError, open_repository, open_reposito
 BACKENDS = ("filesystem", "s3")
 _COMMON = {"backend", "encrypted"}
 _FILESYSTEM = _COMMON | {"path"}
-_S3 = _COMMON | {"endpoint", "bucket", "prefix", "region", "path_style", "max_parallel"}
+_S3 = _COMMON | {
+    "endpoint",
+    "bucket",
+    "prefix",
+    "region",
+    "path_style",
+    "max_parallel",
+    "immutable_days",
+}
 
 
 def validate_options(options: dict[str, Any], *, need_path: bool = False) -> dict[str, Any]:
@@ -99,6 +108,11 @@ def _s3_options(options: dict[str, Any], *, need_place: bool) -> dict[str, Any]:
     if not isinstance(parallel, int) or isinstance(parallel, bool) or not 1 <= parallel <= 64:
         raise ValueError("options.max_parallel must be a whole number from 1 to 64")
     out["max_parallel"] = parallel
+    days = options.get("immutable_days")
+    if days is not None:
+        if not isinstance(days, int) or isinstance(days, bool) or not 1 <= days <= 3650:
+            raise ValueError("options.immutable_days must be a whole number of days, 1 to 3650")
+        out["immutable_days"] = days
     return out
 
 
@@ -155,6 +169,26 @@ def store_for(conn: Any, root_key: bytes, *, lock_dir: Path | None = None):
     return store, location.label()
 
 
+def copy_locks(session: Session, point: Any) -> dict[int, datetime]:
+    """Copy id -> when its lock ends, for the point's live copies in immutable repositories
+    whose lock has not ended. From the catalog: the copy's time plus the repository's lock
+    period, never later than the store's own date (which a reuse may have moved on)."""
+    from app.db.models import Connection
+    from app.db.types import utcnow
+    from app.domain.protection import CopyLocation
+
+    now = utcnow()
+    locks = {}
+    for copy in point.copies:
+        if copy.removed_at is not None or copy.location != CopyLocation.REPOSITORY:
+            continue
+        conn = session.get(Connection, copy.connection_id) if copy.connection_id else None
+        days = ((conn.options or {}) if conn else {}).get("immutable_days")
+        if days and (until := copy.created_at + timedelta(days=days)) > now:
+            locks[copy.id] = until
+    return locks
+
+
 @dataclass
 class RepositoryCheck:
     ok: bool
@@ -170,7 +204,12 @@ def check_repository(conn: Any, root_key: bytes, *, lock_dir: Path | None = None
         opts = validate_options(conn.options or {}, need_path=True)
         store, label = store_for(conn, root_key, lock_dir=lock_dir)
         repo = open_repository_in(
-            store, label=label, key=root_key, create=True, encrypted=opts["encrypted"]
+            store,
+            label=label,
+            key=root_key,
+            create=True,
+            encrypted=opts["encrypted"],
+            immutable_days=opts.get("immutable_days"),
         )
         probe = f"probe/{secrets.token_hex(8)}"
         data = secrets.token_bytes(64)
@@ -196,6 +235,13 @@ def check_repository(conn: Any, root_key: bytes, *, lock_dir: Path | None = None
         f"{'AES-256-GCM encrypted' if repo.encrypted else 'not encrypted'}, "
         f"{repo.block_size // (1024 * 1024)} MiB blocks, zstd"
     )
+    if repo.immutable_days:
+        about += f", immutable: Object Lock COMPLIANCE for {repo.immutable_days} day(s)"
+        if opts.get("immutable_days") != repo.immutable_days:
+            note += (
+                f" (the repository locks for {repo.immutable_days} day(s): decided when it "
+                "was initialised, it cannot be changed)"
+            )
     return RepositoryCheck(True, f"{label} is writable{note}", about)
 
 
@@ -213,6 +259,7 @@ __all__ = [
     "ObjectStore",
     "RepositoryCheck",
     "check_repository",
+    "copy_locks",
     "open_job_repository",
     "place_of",
     "store_for",

@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 
 from app.repository.backend import ObjectMissing, ObjectStore
 from app.repository.store import (
-    WRITE_THREADS,
     Repository,
     RepositoryError,
     chunk_key,
@@ -74,12 +73,13 @@ def copy_images(
     manifest_ids: Iterable[str],
     *,
     progress: Callable[[int, float], None] | None = None,
-    threads: int = WRITE_THREADS,
+    threads: int | None = None,
 ) -> CopyReport:
     """Copy the images (and every chunk they name) the target lacks; ``progress`` gets the
     bytes copied so far and the rate in MiB/s."""
     if target.uuid != source.uuid:
         raise RepositoryError("the target is not a replica of the source")
+    threads = threads or max(source.threads, target.threads)
     report = CopyReport()
     started = time.monotonic()
     have_manifests = set(target.list_manifests())

@@ -438,6 +438,26 @@ class S3Store:
         until = doc.get("Retention", {}).get("RetainUntilDate")
         return until.astimezone(UTC) if until else None
 
+    def revert(self, key: str) -> int:
+        """Undo what was put over a locked object: remove the versions and delete markers
+        newer than its newest locked version (they are not locked, so the store allows it).
+        Returns how many were removed; 0 if nothing was put over it."""
+        full = self._key(key)
+        entries = []
+        for page in self._pages("list_object_versions", Prefix=full):
+            entries += [v for v in page.get("Versions", []) if v["Key"] == full]
+            entries += [m for m in page.get("DeleteMarkers", []) if m["Key"] == full]
+        now = datetime.now(UTC)
+        removed = 0
+        for entry in _newest_first(entries):
+            if "Size" in entry:  # a version, not a delete marker
+                until = self.retention(key, entry["VersionId"])
+                if until is not None and until > now:
+                    break
+            self._call("delete_object", key, Key=full, VersionId=entry["VersionId"])
+            removed += 1
+        return removed
+
     def extend_retention(self, key: str, until: datetime) -> bool:
         """Lock the object's current version until at least ``until`` (COMPLIANCE); never
         shortens. False if the object is gone."""
@@ -455,6 +475,10 @@ class S3Store:
         except ObjectMissing:
             return False
         return True
+
+
+def _newest_first(versions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(versions, key=lambda v: v["LastModified"], reverse=True)
 
 
 def _slices(parts: list, size: int) -> Iterator[bytes]:

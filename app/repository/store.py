@@ -71,6 +71,14 @@ class ChunkDamaged(Exception):  # noqa: N818 - reads as what happened
         super().__init__(f"{where} is damaged: {reason}")
 
 
+class RepositoryLocked(RepositoryError):  # noqa: N818 - reads as what happened
+    """Asked to delete what an immutable repository locks; ``until`` says when it can go."""
+
+    def __init__(self, what: str, until: datetime):
+        self.until = until
+        super().__init__(f"{what} is immutable until {until:%Y-%m-%d %H:%M} UTC")
+
+
 class ManifestInUse(RepositoryError):
     """A running backup builds on this manifest; it cannot be deleted now."""
 
@@ -168,6 +176,9 @@ class Repository:
         self._zero = _ZERO if self.block_size == BLOCK_SIZE else bytes(self.block_size)
         self.packs = PackIndex(store)
         self._open_pack = PackWriter(store, self.packs)
+        # A store reached over the network (S3) waits on round trips, not cores: as many
+        # threads as it takes requests at once.
+        self.threads = max(WRITE_THREADS, getattr(store, "max_parallel", 0))
 
     def __repr__(self) -> str:
         return f"Repository({self.store!r}, encrypted={self.encrypted})"
@@ -421,13 +432,13 @@ class Repository:
             if progress is not None:
                 progress(done)
 
-        with ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="repo-write") as pool:
+        with ThreadPoolExecutor(self.threads, thread_name_prefix="repo-write") as pool:
             try:
                 for index, data, buf in reader:
                     stats["read_bytes"] += len(data)
                     future = pool.submit(self._store_block, data)
                     inflight.append((index, len(data), future, buf))
-                    if len(inflight) >= 2 * WRITE_THREADS:
+                    if len(inflight) >= 2 * self.threads:
                         finish_one()
                 while inflight:
                     finish_one()
@@ -489,8 +500,22 @@ class Repository:
         """Remove an image; its chunks go at the next garbage collection."""
         if manifest_id in self.pinned_manifests():
             raise ManifestInUse(f"a running backup or a download reads image {manifest_id}")
+        until = self.locked_until(manifest_id)
+        if until is not None:
+            raise RepositoryLocked(f"image {manifest_id}", until)
         with contextlib.suppress(ObjectMissing):
             self.store.delete(f"manifests/{manifest_id}")
+
+    @property
+    def immutable_days(self) -> int | None:
+        """The lock period of an immutable repository (see immutable.py), else None."""
+        return (self.config.get("immutability") or {}).get("days")
+
+    def locked_until(self, manifest_id: str) -> datetime | None:
+        """When an image's lock ends, if the repository is immutable and it is locked now."""
+        from app.repository.immutable import locked_until
+
+        return locked_until(self.store, f"manifests/{manifest_id}")
 
     def read_image(
         self, manifest: Manifest, offset: int = 0, length: int | None = None
@@ -525,13 +550,13 @@ class Repository:
                 )
             return data
 
-        with ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="repo-read") as pool:
+        with ThreadPoolExecutor(self.threads, thread_name_prefix="repo-read") as pool:
             pending: collections.deque[Future] = collections.deque()
             indexes = iter(range(first, last + 1))
             try:
                 for index in indexes:
                     pending.append(pool.submit(fetch, index))
-                    if len(pending) >= 2 * WRITE_THREADS:
+                    if len(pending) >= 2 * self.threads:
                         break
                 current = first
                 while pending:
@@ -576,7 +601,9 @@ class Repository:
                 return index, ChunkDamaged(digest, exc.reason, index=index, manifest_id=manifest.id)
             return index, None
 
-        with ThreadPoolExecutor(WORKERS, thread_name_prefix="repo-verify") as pool:
+        with ThreadPoolExecutor(
+            max(WORKERS, getattr(self.store, "max_parallel", 0)), thread_name_prefix="repo-verify"
+        ) as pool:
             unique = []
             for i in indexes:
                 if manifest.blocks[i] not in checked:
@@ -817,6 +844,7 @@ def open_repository_in(
     encrypted: bool | None = None,
     id: int | None = None,
     block_size: int = BLOCK_SIZE,
+    immutable_days: int | None = None,
 ) -> Repository:
     """Open the repository held by ``store``; ``key`` is the service secret
     (BULWARK_SECRET_KEY); ``label`` names it in errors (a directory, ``s3://bucket/prefix``).
@@ -832,11 +860,17 @@ def open_repository_in(
             raise RepositoryError(f"{label} holds no Bulwark repository") from None
         if encrypted is None:
             encrypted = key is not None
-        config = _initialise(store, label, key, encrypted, block_size)
+        config = _initialise(store, label, key, encrypted, block_size, immutable_days)
     except (OSError, ValueError) as exc:
         raise RepositoryError(f"cannot read the repository config in {label}: {exc}") from None
     if config.get("format") != FORMAT:
         raise RepositoryError(f"{label}: unknown repository format {config.get('format')!r}")
+    immutability = config.get("immutability")
+    if immutability:
+        # The config decides, whatever the connection says now: it cannot be switched off.
+        from app.repository.immutable import LockingStore
+
+        store = LockingStore(store, int(immutability["days"]))
     repository_key = None
     if config.get("encrypted"):
         if key is None:
@@ -851,10 +885,20 @@ def open_repository_in(
 
 
 def _initialise(
-    store: ObjectStore, label: str, key: bytes | None, encrypted: bool, block_size: int
+    store: ObjectStore,
+    label: str,
+    key: bytes | None,
+    encrypted: bool,
+    block_size: int,
+    immutable_days: int | None = None,
 ) -> dict[str, Any]:
     if encrypted and key is None:
         raise RepositoryError("an encrypted repository needs the service secret")
+    if immutable_days and not (hasattr(store, "lock_enabled") and store.lock_enabled()):
+        raise RepositoryError(
+            f"{label}: an immutable repository needs an S3 bucket created with Object Lock "
+            "enabled (it cannot be added to a bucket later)"
+        )
     if isinstance(store, FilesystemStore):
         path = store.root
         try:
@@ -874,6 +918,8 @@ def _initialise(
         "encrypted": encrypted,
         "created_at": datetime.now(UTC).isoformat(),
     }
+    if immutable_days:
+        config["immutability"] = {"mode": "s3-object-lock-compliance", "days": immutable_days}
     if encrypted:
         config["cipher"] = "aes-256-gcm"
         config["wrapped_key"] = base64.b64encode(
@@ -906,8 +952,14 @@ def open_repository(
     from app.repository.connection import store_for
 
     store, label = store_for(conn, root_key)
-    encrypted = bool((conn.options or {}).get("encrypted", False))
+    options = conn.options or {}
     with _open_lock:
         return open_repository_in(
-            store, label=label, key=root_key, create=create, encrypted=encrypted, id=conn.id
+            store,
+            label=label,
+            key=root_key,
+            create=create,
+            encrypted=bool(options.get("encrypted", False)),
+            id=conn.id,
+            immutable_days=options.get("immutable_days"),
         )

@@ -193,6 +193,8 @@ def delete_connection(connection_id: int, session: DbSession, principal=Admin):
             f"connection '{conn.name}' still hosts Exchange servers: "
             f"{', '.join(servers)}; remove them first"
         )
+    if conn.kind == ConnectionKind.REPOSITORY:
+        _refuse_locked_repository(session, conn)
     session.delete(conn)
     record(
         session, principal.actor, "connection.delete", "connection", connection_id, name=conn.name
@@ -208,6 +210,13 @@ def _repository_options(session, options: dict, except_id: int | None = None) ->
     except ValueError as exc:
         raise invalid(str(exc), "options") from exc
     path = place_of(options)
+    if except_id is not None:
+        old = (session.get(Connection, except_id).options or {}).get("immutable_days")
+        if old and (options.get("immutable_days") or 0) < old:
+            raise conflict(
+                f"this repository is immutable for {old} day(s): that cannot be shortened "
+                "or switched off"
+            )
     others = session.scalars(
         select(Connection).where(
             Connection.kind == ConnectionKind.REPOSITORY, Connection.id != (except_id or 0)
@@ -218,6 +227,34 @@ def _repository_options(session, options: dict, except_id: int | None = None) ->
         if path is not None and place_of(other.options or {}) == path:
             raise conflict(f"repository '{other.name}' already lives in {path}")
     return options
+
+
+def _refuse_locked_repository(session, conn: Connection) -> None:
+    """An immutable repository's connection goes only when nothing in it is locked any more
+    (for every role: the lock is the point of it)."""
+    days = (conn.options or {}).get("immutable_days")
+    if not days:
+        return
+    from datetime import timedelta
+
+    from sqlalchemy import func
+
+    from app.db.models import RestorePointCopy
+    from app.db.types import utcnow
+
+    newest = session.scalar(
+        select(func.max(RestorePointCopy.created_at)).where(
+            RestorePointCopy.connection_id == conn.id
+        )
+    )
+    if newest is None:
+        return
+    until = newest + timedelta(days=days)
+    if until > utcnow():
+        raise conflict(
+            f"repository '{conn.name}' is immutable: what it holds is locked until "
+            f"{until:%Y-%m-%d %H:%M} UTC; its connection cannot be removed before then"
+        )
 
 
 def _mail_options(options: dict) -> dict:

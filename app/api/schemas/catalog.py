@@ -23,6 +23,8 @@ class CopyOut(Output):
     size_bytes: int
     created_at: datetime
     removed_at: datetime | None
+    # An immutable repository's copy: nobody can delete it before then.
+    immutable_until: datetime | None = None
 
 
 class RestorePointOut(Output):
@@ -42,6 +44,8 @@ class RestorePointOut(Output):
     expires_at: datetime | None
     retain_until: datetime | None
     on_hold: bool = False
+    # The latest lock end of its copies in immutable repositories (None: none is locked).
+    immutable_until: datetime | None = None
     # Snapshot name, quiesce window in seconds, the consistency asked for, script exit codes.
     details: dict[str, Any]
     copies: list[CopyOut]
