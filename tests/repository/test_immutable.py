@@ -110,3 +110,70 @@ def test_immutability_is_decided_at_creation_and_cannot_be_switched_off(locked):
     again = open_repository_in(locked.store.inner, label="again", key=ROOT_KEY)
     assert again.immutable_days == DAYS  # from the config, though nobody asked
     assert type(again.store).__name__ == "LockingStore"
+
+
+def test_nothing_in_bulwark_removes_a_locked_restore_point_for_any_role(
+    client, admin, app, seaweedfs, tmp_path
+):
+    from app.db.models import Job, RestorePoint
+    from app.db.types import utcnow
+    from app.domain.jobs import JobState
+    from app.jobs import Worker
+    from app.jobs.handlers import load_handlers
+    from app.jobs.handlers import registry as product_registry
+    from tests.repository.test_jobs_and_api import FAST, Estate, run_jobs
+
+    runtime = app.state.runtime
+    store = s3_store(seaweedfs, tmp_path, bucket=seaweedfs.locked_bucket())
+    options = {
+        "backend": "s3",
+        "endpoint": seaweedfs.endpoint,
+        "bucket": store.bucket,
+        "prefix": store.prefix,
+        "encrypted": True,
+        "immutable_days": DAYS,
+    }
+    body = {
+        "name": "vault",
+        "kind": "repository",
+        "options": options,
+        "username": seaweedfs.access_key,
+        "password": seaweedfs.secret_key,
+    }
+    repo_id = client.post("/api/v1/connections", json=body, headers=admin).json()["id"]
+    r = client.post(f"/api/v1/connections/{repo_id}/test", headers=admin)
+    assert r.json()["ok"] and "Object Lock COMPLIANCE for 2 day(s)" in r.json()["about"], r.text
+    estate = Estate(runtime, repo_id, keep_last=1)
+    now = utcnow()
+    old, newest = (estate.add_point(now - timedelta(hours=2 - i), seed=i) for i in range(2))
+    # The point shows its lock, and so does each copy.
+    point = client.get(f"/api/v1/restore-points/{old}", headers=admin).json()
+    until = datetime.fromisoformat(point["immutable_until"])
+    assert abs((until - (now + timedelta(days=DAYS))).total_seconds()) < 120
+    assert point["copies"][0]["immutable_until"] == point["immutable_until"]
+    # Expiry keeps it (keep_last=1 would drop it), naming the store's date.
+    r = client.post(f"/api/v1/repositories/{repo_id}/expire", headers=admin)
+    with runtime.db.session() as session:
+        session.get(Job, r.json()["job_id"]).params = {"repository_id": repo_id, "gc_grace_s": -60}
+    load_handlers()
+    run_jobs(Worker(runtime, "w", [], registry=product_registry, **FAST))
+    with runtime.db.session() as session:
+        job = session.get(Job, r.json()["job_id"])
+        assert job.state == JobState.SUCCEEDED, job.error
+        events = [e.message for e in job.events]
+        assert any(e.startswith(f"restore point {old} stays: immutable until 20") for e in events)
+        assert session.get(RestorePoint, old).status == "available"
+    # Deleting the point, shortening or dropping the lock, deleting the connection: refused,
+    # for the admin too, with the date.
+    r = client.delete(f"/api/v1/restore-points/{old}", headers=admin)
+    assert r.status_code == 409 and "immutable until" in r.json()["detail"]
+    for changed in (
+        {**options, "immutable_days": 1},
+        {k: v for k, v in options.items() if k != "immutable_days"},
+    ):
+        r = client.patch(f"/api/v1/connections/{repo_id}", json={"options": changed}, headers=admin)
+        assert r.status_code == 409 and "cannot be shortened" in r.json()["detail"], r.text
+    r = client.delete(f"/api/v1/connections/{repo_id}", headers=admin)
+    assert r.status_code == 409, r.text
+    assert "locked until 20" in r.json()["detail"]
+    assert newest

@@ -179,6 +179,8 @@ def update_connection(
 @router.delete("/{connection_id}", status_code=204, summary="Remove a connection")
 def delete_connection(connection_id: int, session: DbSession, principal=Admin):
     conn = get_connection(session, connection_id)
+    if conn.kind == ConnectionKind.REPOSITORY:
+        _refuse_locked_repository(session, conn)
     users = session.scalars(select(Policy.name).where(Policy.repository_id == conn.id)).all()
     if users:
         raise conflict(
@@ -193,8 +195,6 @@ def delete_connection(connection_id: int, session: DbSession, principal=Admin):
             f"connection '{conn.name}' still hosts Exchange servers: "
             f"{', '.join(servers)}; remove them first"
         )
-    if conn.kind == ConnectionKind.REPOSITORY:
-        _refuse_locked_repository(session, conn)
     session.delete(conn)
     record(
         session, principal.actor, "connection.delete", "connection", connection_id, name=conn.name
