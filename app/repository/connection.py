@@ -1,5 +1,6 @@
-"""A ``repository`` connection: its options, the store it names, and the test that
-initialises the repository.
+"""A ``repository`` connection: its options, the store it names, the test that initialises
+the repository, and opening the repository a connection row names (the storage engine
+itself knows no tables).
 
 Two kinds of store (option ``backend``):
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -24,7 +26,39 @@ from urllib.parse import urlsplit
 from sqlalchemy.orm import Session
 
 from app.repository.backend import FilesystemStore, ObjectMissing, ObjectStore
-from app.repository.store import RepositoryError, open_repository, open_repository_in
+from app.repository.errors import RepositoryError
+from app.repository.store import Repository, open_repository_in
+
+_open_lock = threading.Lock()
+
+
+def open_repository(
+    session: Session, connection_id: int, *, root_key: bytes | None = None, create: bool = False
+) -> Repository:
+    """Open the repository a ``repository`` connection points at."""
+    from app.db.models import Connection
+    from app.domain.connections import ConnectionKind
+
+    conn = session.get(Connection, connection_id)
+    if conn is None or conn.kind != ConnectionKind.REPOSITORY:
+        raise RepositoryError(f"connection {connection_id} is not a repository")
+    if root_key is None:
+        from app.config import get_settings
+
+        root_key = get_settings().root_key()
+    store, label = store_for(conn, root_key)
+    options = conn.options or {}
+    with _open_lock:
+        return open_repository_in(
+            store,
+            label=label,
+            key=root_key,
+            create=create,
+            encrypted=bool(options.get("encrypted", False)),
+            id=conn.id,
+            immutable_days=options.get("immutable_days"),
+        )
+
 
 BACKENDS = ("filesystem", "s3")
 _COMMON = {"backend", "encrypted"}
@@ -257,6 +291,7 @@ def open_job_repository(ctx: Any, connection_id: int, session: Session | None = 
 
 __all__ = [
     "ObjectStore",
+    "open_repository",
     "RepositoryCheck",
     "check_repository",
     "copy_locks",

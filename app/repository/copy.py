@@ -24,12 +24,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from app.repository.backend import ObjectMissing, ObjectStore
-from app.repository.store import (
-    Repository,
-    RepositoryError,
-    chunk_key,
-    open_repository_in,
-)
+from app.repository.chunks import chunk_key, threads_for
+from app.repository.errors import RepositoryError
+from app.repository.store import Repository, open_repository_in
 
 
 @dataclass
@@ -79,7 +76,7 @@ def copy_images(
     bytes copied so far and the rate in MiB/s."""
     if target.uuid != source.uuid:
         raise RepositoryError("the target is not a replica of the source")
-    threads = threads or max(source.threads, target.threads)
+    threads = threads or max(threads_for(source.store), threads_for(target.store))
     report = CopyReport()
     started = time.monotonic()
     have_manifests = set(target.list_manifests())

@@ -36,10 +36,11 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from app.repository.backend import ObjectMissing
+from app.repository.errors import RepositoryError
 from app.repository.immutable import locked_until
 from app.repository.packs import decode_index, index_key, pack_key, remove_pack, write_pack
 from app.repository.references import reference_sources
-from app.repository.store import Repository, RepositoryError
+from app.repository.store import Repository
 
 GRACE_S = 300.0
 

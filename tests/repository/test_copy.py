@@ -7,8 +7,9 @@ import io
 
 import pytest
 
+from app.repository.chunks import chunk_key
 from app.repository.copy import copy_images, open_replica
-from app.repository.store import RepositoryError, chunk_key
+from app.repository.errors import RepositoryError
 from tests.repository.conftest import ROOT_KEY, make_image, s3_store
 
 BS = 64 * 1024

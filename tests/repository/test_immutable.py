@@ -11,8 +11,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from botocore.exceptions import ClientError
 
+from app.repository.chunks import chunk_key
+from app.repository.errors import RepositoryError, RepositoryLocked
 from app.repository.gc import collect_garbage
-from app.repository.store import RepositoryError, RepositoryLocked, chunk_key, open_repository_in
+from app.repository.store import open_repository_in
 from tests.repository.conftest import ROOT_KEY, make_image, s3_store
 
 BS = 64 * 1024

@@ -34,7 +34,8 @@ from app.jobs.handlers import registry as product_registry
 from app.jobs.scheduler import Scheduler
 from app.notifications import Notifier
 from app.repository import FilesystemStore, open_repository
-from app.repository.store import chunk_key, open_repository_in
+from app.repository.chunks import chunk_key
+from app.repository.store import open_repository_in
 from tests.repository.conftest import corrupt, make_image, s3_store
 
 FAST = {"lease_seconds": 5.0, "heartbeat_interval": 0.2, "poll_interval": 0.05, "retry_base_s": 0.0}

@@ -23,6 +23,9 @@ class CopyOut(Output):
     size_bytes: int
     created_at: datetime
     removed_at: datetime | None
+    # Found missing where it lived (deleted outside Bulwark): when, and how it was found.
+    gone_at: datetime | None = None
+    gone_reason: str | None = None
     # An immutable repository's copy: nobody can delete it before then.
     immutable_until: datetime | None = None
 

@@ -140,7 +140,7 @@ def descriptor_text(flat_name: str, size: int) -> bytes:
 
 
 def run_disk_restore(ctx: JobContext) -> JobResult:
-    from app.repository.store import ChunkDamaged
+    from app.repository.errors import ChunkDamaged
 
     params = ctx.params
     target = params.get("target", "new")
