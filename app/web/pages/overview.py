@@ -22,11 +22,15 @@ def _last_day(session):
     return recent_jobs(session, RECENT_JOBS, since=utcnow() - timedelta(hours=24))
 
 
-def _verified_rpo(session):
+def _verified_rpo(session, request):
     """Policies with off-host copies: the RPO counted only on verified restore points."""
+    from app.api.deps import runtime
     from app.api.routes.repositories import verified_rpo_by_policy
 
-    return verified_rpo_by_policy(session, utcnow(), with_repository_only=True)
+    every = runtime(request).settings.repository_verify_minutes
+    return verified_rpo_by_policy(
+        session, utcnow(), with_repository_only=True, verify_minutes=every
+    )
 
 
 @router.get("/")
@@ -45,7 +49,7 @@ def overview(request: Request) -> Response:
                 "rpo": rpo,
                 "rpo_total": servers_total,
                 "rpo_history": rpo_history(ctx.session),
-                "verified_rpo": _verified_rpo(ctx.session),
+                "verified_rpo": _verified_rpo(ctx.session, request),
             },
             user=ctx.user,
         )
