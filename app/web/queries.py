@@ -244,6 +244,12 @@ def rpo_by_server(session: Session, limit: int = 100) -> tuple[list[ServerRpo], 
 def rpo_history(session: Session, days: int = 14) -> list[DayCompliance]:
     """RPO compliance per day over the last ``days`` days, across every enabled policy's
     servers. Two queries; expired restore points count for the time they existed."""
+    return rpo_chart(session, days)[0]
+
+
+def rpo_chart(session: Session, days: int = 14) -> tuple[list[DayCompliance], datetime | None]:
+    """:func:`rpo_history`, plus when protection began (the earliest enabled policy), so the
+    chart can start there and, before its first sample, say when that comes."""
     now = _aware(utcnow())
     covering = session.execute(
         select(
@@ -258,7 +264,8 @@ def rpo_history(session: Session, days: int = 14) -> list[DayCompliance]:
         .distinct()
     ).all()
     if not covering:
-        return []
+        return [], None
+    began = min((_aware(row[4]) for row in covering if row[4] is not None), default=None)
     taken: dict[tuple[int, int], list[datetime]] = {}
     for server_id, policy_id, at in captures.every(session, {row[1] for row in covering}):
         taken.setdefault((server_id, policy_id), []).append(at)
@@ -270,7 +277,7 @@ def rpo_history(session: Session, days: int = 14) -> list[DayCompliance]:
         protected.append(
             Protected(taken.get((server_id, policy_id), []), objective, _aware(created))
         )
-    return compliance_by_day(protected, now, days=days)
+    return compliance_by_day(protected, now, days=days), began
 
 
 def audit_object_names(session: Session, events: Iterable[Any]) -> dict[tuple[str, str], str]:
