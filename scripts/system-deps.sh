@@ -16,8 +16,9 @@ command -v mkfs.btrfs >/dev/null || need+=(btrfs-progs)
 # SpamAssassin's sample messages.
 ls -d /usr/lib/python3*/test/test_email/data >/dev/null 2>&1 || need+=(libpython3.11-testsuite)
 [ -f /usr/share/doc/spamassassin/examples/sample-spam.txt ] || need+=(spamassassin)
-# benchmarks/repository.py measures Bulwark's repository against restic.
+# benchmarks/repository.py measures Bulwark's repository against restic and borg.
 command -v restic >/dev/null || need+=(restic)
+command -v borg >/dev/null || need+=(borgbackup)
 
 pg_answers() { command -v pg_isready >/dev/null && pg_isready -q -h 127.0.0.1 -p 5432; }
 if ! pg_answers; then

@@ -34,11 +34,13 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from sqlalchemy.orm import Session
 
 from app.repository.backend import ObjectMissing
 from app.repository.errors import RepositoryError
+from app.repository.immutable import locked_until
 from app.repository.packs import (
     PackEntry,
     decode_index,
@@ -77,6 +79,17 @@ class GcReport:
     damaged_rebuilt: list[str] = field(default_factory=list)
     cutoff: float = 0.0
     sources: dict[str, int] = field(default_factory=dict)
+    # Unneeded but still locked (an immutable repository): reclaimable from ``reclaim_at``.
+    locked_objects: int = 0
+    locked_bytes: int = 0
+    reclaim_at: datetime | None = None
+
+    def keep_locked(self, until: datetime, size: int) -> None:
+        self.locked_objects += 1
+        self.locked_bytes += size
+        self.remaining_bytes += size
+        if self.reclaim_at is None or until < self.reclaim_at:
+            self.reclaim_at = until
 
 
 def live_digests(
@@ -130,6 +143,9 @@ def collect_garbage(
                 report.kept_young += 1
                 report.remaining_chunks += 1
                 report.remaining_bytes += info.size
+            elif (until := locked_until(repo.store, info.key)) is not None:
+                report.keep_locked(until, info.size)  # never tried: the store would refuse
+                report.remaining_chunks += 1
             else:
                 with contextlib.suppress(ObjectMissing):
                     repo.store.delete(info.key)
@@ -154,7 +170,7 @@ def _collect_packs(repo: Repository, live: set[str], cutoff: float, report: GcRe
             # An index without its pack (a crash before the pack reached the disk, or a
             # pack removed by hand): nothing to read; removed once old.
             if index_info.modified < cutoff:
-                remove_pack(store, pack_id)
+                _remove_pack(store, pack_id, report, 0)
             continue
         entries = _index_entries(store, pack_id) if index_info is not None else None
         if entries is None or any(e.offset + e.length > info.size for e in entries):
@@ -176,9 +192,10 @@ def _collect_packs(repo: Repository, live: set[str], cutoff: float, report: GcRe
                     index_info is None or index_info.modified < cutoff
                 )
                 if old and entries is not None and not repo.missing_chunks(wanted):
-                    remove_pack(store, pack_id)  # all it holds of use is stored elsewhere
-                    report.removed_packs += 1
-                    report.freed_bytes += info.size
+                    # All it holds of use is stored elsewhere.
+                    if _remove_pack(store, pack_id, report, info.size):
+                        report.removed_packs += 1
+                        report.freed_bytes += info.size
                 else:
                     report.damaged_packs.append(pack_id)  # kept: what is left may be read
                     report.remaining_bytes += info.size
@@ -205,6 +222,11 @@ def _judge_pack(repo, pack_id, info, entries, live, cutoff, report: GcReport) ->
         report.remaining_chunks += len(entries)
         report.remaining_bytes += info.size
         return
+    until = locked_until(store, pack_key(pack_id))
+    if until is not None:  # neither removed nor repacked before its lock ends
+        report.keep_locked(until, info.size)
+        report.remaining_chunks += len(entries)
+        return
     if needed:
         chunks = [
             (e.digest, store.get_range(pack_key(pack_id), e.offset, e.length)) for e in needed
@@ -218,3 +240,13 @@ def _judge_pack(repo, pack_id, info, entries, live, cutoff, report: GcReport) ->
     report.removed_packs += 1
     report.removed_chunks += len(entries) - len(needed)
     report.freed_bytes += info.size - needed_bytes
+
+
+def _remove_pack(store, pack_id: str, report: GcReport, size: int) -> bool:
+    """Remove a pack and its index unless either is locked (then counted as kept)."""
+    until = locked_until(store, pack_key(pack_id)) or locked_until(store, index_key(pack_id))
+    if until is not None:
+        report.keep_locked(until, size)
+        return False
+    remove_pack(store, pack_id)
+    return True
