@@ -37,7 +37,7 @@ CLIENT_PARAMS: dict[JobKind, frozenset[str]] = {
     JobKind.BACKUP: frozenset(),
     JobKind.SYNC: frozenset(),
     JobKind.EXPIRE: frozenset(),
-    JobKind.VERIFY: frozenset({"sample"}),
+    JobKind.VERIFY: frozenset({"sample", "mailbox_restore_point_id"}),
     JobKind.RESTORE: RESTORE,
 }
 
