@@ -96,7 +96,9 @@ def test_users_and_tokens_in_the_browser(narrow_admin: Page, screenshots):
     expect(page.locator("table.tokens")).to_contain_text("grafana")
     assert token not in page.content()
 
-    page.once("dialog", lambda dialog: dialog.accept())
+    asked: list[str] = []
+    page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.accept()))
     page.locator("tr", has_text="grafana").get_by_role("button", name="Revoke").click()
     expect(page.get_by_role("status")).to_contain_text("revoked")
     expect(page.locator("tr", has_text="grafana")).to_contain_text("Revoked")
+    assert asked == ["Revoke token grafana? Systems using it stop at once."]
