@@ -165,6 +165,11 @@ def test_nothing_in_bulwark_removes_a_locked_restore_point_for_any_role(
         events = [e.message for e in job.events]
         assert any(e.startswith(f"restore point {old} stays: immutable until 20") for e in events)
         assert session.get(RestorePoint, old).status == "available"
+    # The overview counts the server as having an immutable copy.
+    from tests.web.conftest import sign_in
+
+    assert sign_in(client, "admin", "admin-password-123").status_code == 303
+    assert 'Immutable copy <span class="n">1</span>' in client.get("/").text
     # Deleting the point, shortening or dropping the lock, deleting the connection: refused,
     # for the admin too, with the date.
     r = client.delete(f"/api/v1/restore-points/{old}", headers=admin)
