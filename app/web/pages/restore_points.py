@@ -28,6 +28,7 @@ from app.db.types import utcnow
 from app.domain.jobs import JobKind
 from app.domain.protection import Consistency, CopyLocation, RestorePointStatus, Verification
 from app.protection.catalog.holds import holds_by_point
+from app.protection.restores import whole_vm as restore_whole_vm
 from app.security.roles import Permission
 from app.web.context import Ctx, Form, signed_in
 from app.web.errors import WebRoute
@@ -170,6 +171,7 @@ def _point_context(ctx: Ctx, point: RestorePoint) -> dict:
         "holds": holds,
         "connections": names(ctx.session, Connection, (c.connection_id for c in point.copies)),
         "can_revert": revertible(point),
+        "offers": restore_whole_vm.offers(point),
         "snapshot": next(
             (
                 c
