@@ -117,11 +117,11 @@ def test_immutability_is_decided_at_creation_and_cannot_be_switched_off(locked):
 def test_nothing_in_bulwark_removes_a_locked_restore_point_for_any_role(
     client, admin, app, seaweedfs, tmp_path
 ):
+    from app.composition import load_handlers
     from app.db.models import Job, RestorePoint
     from app.db.types import utcnow
     from app.domain.jobs import JobState
     from app.jobs import Worker
-    from app.jobs.handlers import load_handlers
     from app.jobs.handlers import registry as product_registry
     from tests.repository.test_jobs_and_api import FAST, Estate, run_jobs
 
