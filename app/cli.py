@@ -146,14 +146,18 @@ def token_create(
     expires_in_days: int = typer.Option(90, help="0 for a token that never expires"),
 ) -> None:
     """Create an API token for a user and print it once."""
-    from app.accounts import create_token
+    from app.accounts import AccountError, create_token
     from app.bootstrap import prepare
 
     runtime = _runtime()
     prepare(runtime)
     with runtime.db.session() as session:
         user = _user_named(session, username)
-        _, token = create_token(session, CLI_ACTOR, user, name, expires_in_days or None)
+        try:
+            _, token = create_token(session, CLI_ACTOR, user, name, expires_in_days or None)
+        except AccountError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from exc
     typer.echo(token)
 
 

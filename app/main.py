@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 from starlette.middleware.sessions import SessionMiddleware
 
 from app import __version__, bootstrap
-from app.api import problems
+from app.api import openapi, problems
 from app.api.routes import (
     archive,
     arrays,
@@ -27,12 +27,14 @@ from app.api.routes import (
     policies,
     repositories,
     restore_points,
+    security,
     servers,
     tokens,
     users,
 )
 from app.config import Settings, get_settings
 from app.metrics import HttpMetrics, ProtectionCollector
+from app.security.guard import RequestGuard
 from app.state import Runtime
 from app.web import routes as web
 
@@ -76,13 +78,16 @@ def create_app(settings: Settings | None = None, *, background_jobs: bool = Fals
         version=__version__,
         description=API_DESCRIPTION,
         lifespan=lifespan,
-        docs_url="/docs",
-        openapi_url="/api/v1/openapi.json",
+        # Served by app.api.openapi: for signed-in readers, from static/, under the CSP.
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
     )
     app.state.runtime = runtime
     app.state.registry = CollectorRegistry()
     app.state.registry.register(ProtectionCollector(runtime.db))
     problems.install(app)
+    openapi.install(app)
 
     for module in (
         connections,
@@ -100,12 +105,15 @@ def create_app(settings: Settings | None = None, *, background_jobs: bool = Fals
         audit,
         users,
         tokens,
+        security,
     ):
         app.include_router(module.router)
     app.include_router(health.router)
     app.include_router(web.router)
     app.mount("/static", StaticFiles(directory=ROOT / "static"), name="static")
 
+    # Inside the session middleware (it needs the cookie decoded), before any route.
+    app.add_middleware(RequestGuard, runtime=runtime)
     app.add_middleware(
         SessionMiddleware,
         secret_key=runtime.session_key.hex(),

@@ -1,6 +1,7 @@
 """The job engine: jobs are rows; workers claim them with a lease, a scheduler makes them.
 
-``engine`` (claim/lease/finish on the jobs table), ``context`` (what a handler gets),
+``engine`` (claim/lease/finish on the jobs table: ``claiming``, ``states`` and
+``transactions`` are its parts), ``context`` (what a handler gets),
 ``handlers`` (JobKind → handler), ``worker`` (the loop), ``scheduler`` (policies → jobs),
 ``background`` (scheduler + worker inside ``bulwark serve``), ``cli`` (``bulwark worker``).
 """

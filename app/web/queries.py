@@ -22,7 +22,7 @@ from app.db.models import (
 )
 from app.db.types import utcnow
 from app.domain.connections import ConnectionStatus
-from app.domain.jobs import JobState
+from app.domain.jobs import JobKind, JobState
 from app.domain.protection import (
     WITHOUT_COPIES,
     CopyLocation,
@@ -243,6 +243,12 @@ def rpo_by_server(session: Session, limit: int = 100) -> tuple[list[ServerRpo], 
 def rpo_history(session: Session, days: int = 14) -> list[DayCompliance]:
     """RPO compliance per day over the last ``days`` days, across every enabled policy's
     servers. Two queries; expired restore points count for the time they existed."""
+    return rpo_chart(session, days)[0]
+
+
+def rpo_chart(session: Session, days: int = 14) -> tuple[list[DayCompliance], datetime | None]:
+    """:func:`rpo_history`, plus when protection began (the earliest enabled policy), so the
+    chart can start there and, before its first sample, say when that comes."""
     now = _aware(utcnow())
     covering = session.execute(
         select(
@@ -257,7 +263,8 @@ def rpo_history(session: Session, days: int = 14) -> list[DayCompliance]:
         .distinct()
     ).all()
     if not covering:
-        return []
+        return [], None
+    began = min((_aware(row[4]) for row in covering if row[4] is not None), default=None)
     captures: dict[tuple[int, int], list[datetime]] = {}
     for server_id, policy_id, at in session.execute(
         select(RestorePoint.server_id, RestorePoint.policy_id, RestorePoint.captured_at)
@@ -273,7 +280,7 @@ def rpo_history(session: Session, days: int = 14) -> list[DayCompliance]:
         protected.append(
             Protected(captures.get((server_id, policy_id), []), objective, _aware(created))
         )
-    return compliance_by_day(protected, now, days=days)
+    return compliance_by_day(protected, now, days=days), began
 
 
 def audit_object_names(session: Session, events: Iterable[Any]) -> dict[tuple[str, str], str]:
@@ -299,3 +306,45 @@ def audit_object_names(session: Session, events: Iterable[Any]) -> dict[tuple[st
         for object_id, name in session.execute(select(model.id, column).where(model.id.in_(ids))):
             found[(kind, str(object_id))] = name
     return found
+
+
+@dataclass
+class ServerSummary:
+    """What the servers list shows per server: the last backup and what protects it now."""
+
+    last_backup: Job | None
+    newest_point: RestorePoint | None
+    rpo: ServerRpo | None
+
+
+def server_summaries(session: Session, ids: list[int]) -> dict[int, ServerSummary]:
+    """Per server on the page: its newest backup job, its newest available restore point and
+    its protection state (the overview's rule, so the two pages agree). Four queries."""
+    if not ids:
+        return {}
+    newest_job = (
+        select(func.max(Job.id))
+        .where(Job.kind == JobKind.BACKUP, Job.server_id.in_(ids))
+        .group_by(Job.server_id)
+    )
+    jobs = {j.server_id: j for j in session.scalars(select(Job).where(Job.id.in_(newest_job)))}
+    newest_at = (
+        select(RestorePoint.server_id, func.max(RestorePoint.captured_at).label("at"))
+        .where(RestorePoint.server_id.in_(ids), RestorePoint.status == RestorePointStatus.AVAILABLE)
+        .group_by(RestorePoint.server_id)
+        .subquery()
+    )
+    points: dict[int, RestorePoint] = {}
+    for point in session.scalars(
+        select(RestorePoint)
+        .join(
+            newest_at,
+            (RestorePoint.server_id == newest_at.c.server_id)
+            & (RestorePoint.captured_at == newest_at.c.at),
+        )
+        .where(RestorePoint.status == RestorePointStatus.AVAILABLE)
+    ):
+        points.setdefault(point.server_id, point)
+    rows, _ = rpo_by_server(session, limit=1_000_000)
+    states = {row.server_id: row for row in rows if row.server_id in set(ids)}
+    return {i: ServerSummary(jobs.get(i), points.get(i), states.get(i)) for i in ids}

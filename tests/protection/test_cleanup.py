@@ -261,9 +261,10 @@ def test_wrong_guest_credentials_fail_before_anything_is_quiesced(
 # -- a worker killed with SIGKILL ----------------------------------------------------------
 
 
-def start_worker_process(settings, name: str) -> subprocess.Popen:
+def start_worker_process(settings, name: str, **extra_env: str) -> subprocess.Popen:
     env = {
         **os.environ,
+        **extra_env,
         "BULWARK_DATABASE_URL": settings.database_url,
         "BULWARK_SECRET_KEY": settings.secret_key.get_secret_value(),
         "BULWARK_DATA_DIR": str(settings.data_dir),

@@ -17,6 +17,7 @@ from app.audit import record
 from app.db.models import Connection, ExchangeServer, Job, Policy, Proxy, RestorePoint
 from app.db.types import utcnow
 from app.domain.connections import ConnectionKind
+from app.domain.job_params import client_params_problem
 from app.domain.jobs import JobKind, JobState
 from app.domain.protection import RestoreRefused
 from app.protection.restores import registry as restore_modes
@@ -67,6 +68,9 @@ def list_jobs(
 
 
 def _validate(session: Session, body: JobCreate) -> None:
+    problem = client_params_problem(body.kind, body.params)
+    if problem:
+        raise invalid(problem, "params")
     if body.kind == JobKind.BACKUP and body.policy_id is None:
         raise invalid("a backup job needs policy_id", "policy_id")
     if body.policy_id is not None and session.get(Policy, body.policy_id) is None:

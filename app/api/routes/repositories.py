@@ -41,7 +41,7 @@ Runner = require(Permission.RUN_BACKUP)
 
 def test_repository(session: Session, conn: Connection, actor, rt: Runtime) -> ConnectionTestOut:
     """``POST /connections/{id}/test`` for a repository: initialise, write, read."""
-    check = check_repository(conn.options or {}, rt.settings.root_key())
+    check = check_repository(conn, rt.settings.root_key())
     conn.status = ConnectionStatus.OK if check.ok else ConnectionStatus.FAILED
     conn.last_checked_at = utcnow()
     conn.last_error = None if check.ok else check.message
@@ -64,12 +64,21 @@ def _repository(session: Session, repository_id: int) -> Connection:
     return conn
 
 
+def _where(options: dict) -> str:
+    """The directory, or ``s3://bucket/prefix`` at its endpoint."""
+    if options.get("backend") == "s3":
+        return f"s3://{options.get('bucket', '?')}/{options.get('prefix', '')} at " + str(
+            options.get("endpoint", "?")
+        )
+    return options.get("path", "")
+
+
 def _out(conn: Connection, usage: RepositoryUsage | None) -> RepositoryOut:
     options = conn.options or {}
     return RepositoryOut(
         id=conn.id,
         name=conn.name,
-        path=options.get("path", ""),
+        path=_where(options),
         encrypted=bool(options.get("encrypted", False)),
         status=conn.status,
         usage=_usage_out(usage) if usage else None,

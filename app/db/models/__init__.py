@@ -23,6 +23,7 @@ from app.db.models.mailboxes import (
 )
 from app.db.models.policies import Policy, PolicyTarget
 from app.db.models.repository import RepositoryUsage
+from app.db.models.settings import ServiceSetting
 from app.db.models.users import ApiToken, User
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
     "PolicyTarget",
     "Proxy",
     "RepositoryUsage",
+    "ServiceSetting",
     "RestorePoint",
     "RestorePointCopy",
     "User",

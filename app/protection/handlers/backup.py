@@ -245,16 +245,36 @@ def run_backup(ctx: JobContext) -> JobResult | None:
         return mailbox_backup.run(ctx)
     with ctx.db.session() as session:
         loaded = _load(session, ctx)
+        # One job, one restore point: an attempt that died after its catalog write (before
+        # retention, or before the success was recorded) left the point made; the takeover
+        # completes the job from there instead of backing up again.
+        finished = session.execute(
+            select(RestorePoint.id, RestorePoint.details)
+            .where(RestorePoint.job_id == ctx.job_id)
+            .limit(1)
+        ).first()
     spec, target, method = loaded.spec, loaded.target, loaded.method
     access = for_job(ctx)
+    quiesce_window_s = None
     try:
         strategy = _strategy(method, JobStrategyServices(ctx, access))
+        # Retention reads only the policy and the target: a takeover that found its point
+        # cataloged retains with a run that took nothing.
         run = BackupRun(ctx=ctx, job_id=ctx.job_id, policy=spec, target=target)
-        strategy.run(run)
-        ctx.step("catalog")
-        point_id = _catalog(
-            ctx, run, method, retain_days=loaded.retain_days, size=loaded.size_bytes
-        )
+        if finished is not None:
+            point_id = finished.id
+            quiesce_window_s = (finished.details or {}).get("quiesce_window_s")
+            ctx.event(
+                f"restore point {point_id} was cataloged by an earlier attempt: "
+                "completing the job from there"
+            )
+        else:
+            strategy.run(run)
+            ctx.step("catalog")
+            point_id = _catalog(
+                ctx, run, method, retain_days=loaded.retain_days, size=loaded.size_bytes
+            )
+            quiesce_window_s = run.quiesce_window_s
         ctx.step("retain")
         partial = False
         try:
@@ -274,7 +294,7 @@ def run_backup(ctx: JobContext) -> JobResult | None:
         details={
             "restore_point_id": point_id,
             "expired": expired,
-            "quiesce_window_s": run.quiesce_window_s,
+            "quiesce_window_s": quiesce_window_s,
         },
     )
 

@@ -123,6 +123,11 @@ def expire_repository(
             blocker = "a running backup builds on it" if "write" in uses else "a download reads it"
         if blocker is None and point.id in being_read:
             blocker = "a restore or verify job is reading it"
+        if blocker is None and repo.immutable_days:
+            # The store's own date (a reuse may have moved it on), never a guess.
+            ends = [u for c in mine if (u := repo.locked_until(c.reference)) is not None]
+            if ends:
+                blocker = f"immutable until {max(ends):%Y-%m-%d %H:%M} UTC"
         if blocker:
             report.kept[point.id] = blocker
             continue
@@ -223,6 +228,11 @@ def run_expire(ctx: JobContext) -> JobResult:
         ctx.event(f"expired restore points: {', '.join(map(str, report.expired))}")
     for point_id, why in sorted(report.kept.items()):
         ctx.event(f"restore point {point_id} stays: {why}")
+    if gc.locked_objects:
+        ctx.event(
+            f"{gc.locked_objects} object(s) ({gc.locked_bytes} bytes) no longer needed stay "
+            f"locked (immutable repository): reclaimable from {gc.reclaim_at:%Y-%m-%d %H:%M} UTC"
+        )
     for pack_id in gc.damaged_packs:
         ctx.warning(
             f"pack {pack_id} is damaged (its index is torn or it is shorter than the index "
@@ -244,6 +254,9 @@ def run_expire(ctx: JobContext) -> JobResult:
             "remaining_chunks": gc.remaining_chunks,
             "stored_bytes": gc.remaining_bytes,
             "damaged_packs": gc.damaged_packs,
+            "locked_objects": gc.locked_objects,
+            "locked_bytes": gc.locked_bytes,
+            "reclaim_at": gc.reclaim_at.isoformat() if gc.reclaim_at else None,
         },
     )
 
