@@ -31,6 +31,7 @@ from app.api.routes import (
     servers,
     tokens,
     users,
+    whole_vm,
 )
 from app.config import Settings, get_settings
 from app.metrics import HttpMetrics, ProtectionCollector
@@ -98,6 +99,7 @@ def create_app(settings: Settings | None = None, *, background_jobs: bool = Fals
         jobs,
         restore_points,
         disk_images,
+        whole_vm,
         repositories,
         holds,
         mailboxes,

@@ -6,10 +6,10 @@ A repository is a connection of kind ``repository`` (created and tested under
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from fastapi import APIRouter, Request
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.api import API_PREFIX
@@ -28,7 +28,8 @@ from app.db.models import Connection, Job, Policy, RepositoryUsage, RestorePoint
 from app.db.types import utcnow
 from app.domain.connections import ConnectionKind, ConnectionStatus
 from app.domain.jobs import JobKind
-from app.domain.protection import CopyLocation, RestorePointStatus, Verification
+from app.domain.protection import CopyLocation
+from app.protection.catalog import captures
 from app.repository import RepositoryError, open_repository
 from app.repository.connection import check_repository
 from app.repository.gc import live_digests
@@ -100,45 +101,48 @@ def _queue(session: Session, kind: JobKind, params: dict, actor) -> JobQueuedOut
 
 
 @router.get("/verified-rpo", response_model=list[VerifiedRpoOut], summary="Verified RPO")
-def verified_rpo(session: DbSession, _: Reader):
+def verified_rpo(session: DbSession, request: Request, _: Reader):
     """Per policy: the age of the newest *verified* restore point of its worst target."""
-    return verified_rpo_by_policy(session, utcnow())
+    every = runtime(request).settings.repository_verify_minutes
+    return verified_rpo_by_policy(session, utcnow(), verify_minutes=every)
 
 
 def verified_rpo_by_policy(
-    session: Session, now: datetime, *, with_repository_only: bool = False
+    session: Session,
+    now: datetime,
+    *,
+    with_repository_only: bool = False,
+    verify_minutes: int | None = 1440,
 ) -> list[VerifiedRpoOut]:
+    """Per policy, the age of the newest verified restore point of its worst target. A
+    target not verified yet is neutral until its first verify is due (``verify_minutes``
+    after its first restore point, or after the policy began when it has none yet)."""
     query = select(Policy).order_by(Policy.name)
     if with_repository_only:
         query = query.where(Policy.repository_id.is_not(None))
     policies = session.scalars(query).all()
     if not policies:
         return []
-    newest = {
-        (p, s, d): at
-        for p, s, d, at in session.execute(
-            select(
-                RestorePoint.policy_id,
-                RestorePoint.server_id,
-                RestorePoint.database_id,
-                func.max(RestorePoint.captured_at),
-            )
-            .where(
-                RestorePoint.verification == Verification.VERIFIED,
-                RestorePoint.status == RestorePointStatus.AVAILABLE,
-            )
-            .group_by(RestorePoint.policy_id, RestorePoint.server_id, RestorePoint.database_id)
-        )
-    }
+    newest = captures.newest(session, verified=True)
+    first = captures.first(session)
+    grace = timedelta(minutes=verify_minutes) if verify_minutes else None
     out = []
     for policy in policies:
-        times = [newest.get((policy.id, t.server_id, t.database_id)) for t in policy.targets]
+        keys = [(policy.id, t.server_id, t.database_id) for t in policy.targets]
+        times = [newest.get(k) for k in keys]
         found = [t for t in times if t is not None]
+        waiting = [
+            k
+            for k, t in zip(keys, times, strict=True)
+            if t is None and grace is not None and now < (first.get(k) or policy.created_at) + grace
+        ]
         worst = min(found) if found and len(found) == len(times) else None
         age = int((now - worst).total_seconds() // 60) if worst else None
-        breached = bool(policy.targets) and (
-            worst is None or (policy.rpo_minutes is not None and age > policy.rpo_minutes)
+        overdue = len(times) - len(found) - len(waiting)  # unverified, its verify was due
+        too_old = policy.rpo_minutes is not None and any(
+            (now - t).total_seconds() // 60 > policy.rpo_minutes for t in found
         )
+        breached = bool(policy.targets) and (overdue > 0 or too_old)
         out.append(
             VerifiedRpoOut(
                 policy_id=policy.id,
@@ -150,6 +154,7 @@ def verified_rpo_by_policy(
                 oldest_newest_verified_at=worst,
                 verified_rpo_minutes=age,
                 breached=breached,
+                not_verified_yet=bool(waiting) and not breached,
             )
         )
     return out

@@ -37,11 +37,15 @@ def _last_day(session):
     return recent_jobs(session, RECENT_JOBS, since=utcnow() - timedelta(hours=24))
 
 
-def _verified_rpo(session):
+def _verified_rpo(session, request):
     """Policies with off-host copies: the RPO counted only on verified restore points."""
+    from app.api.deps import runtime
     from app.api.routes.repositories import verified_rpo_by_policy
 
-    return verified_rpo_by_policy(session, utcnow(), with_repository_only=True)
+    every = runtime(request).settings.repository_verify_minutes
+    return verified_rpo_by_policy(
+        session, utcnow(), with_repository_only=True, verify_minutes=every
+    )
 
 
 RPO_TABLE_ROWS = 100
@@ -89,7 +93,7 @@ def overview(request: Request) -> Response:
                 "rpo_first_sample": first_sample,
                 "protection": protection,
                 "jobs_last_day": counts["jobs_total"],
-                "verified_rpo": _verified_rpo(ctx.session),
+                "verified_rpo": _verified_rpo(ctx.session, request),
             },
             user=ctx.user,
         )
