@@ -24,11 +24,12 @@ from app.api.schemas.repositories import (
     VerifyRequest,
 )
 from app.audit import record
-from app.db.models import Connection, Job, Policy, RepositoryUsage, RestorePoint
+from app.db.models import Connection, Policy, RepositoryUsage, RestorePoint
 from app.db.types import utcnow
 from app.domain.connections import ConnectionKind, ConnectionStatus
 from app.domain.jobs import JobKind
 from app.domain.protection import CopyLocation
+from app.jobs.enqueue import enqueue
 from app.protection.catalog import captures
 from app.repository import RepositoryError, open_repository
 from app.repository.connection import check_repository
@@ -93,11 +94,7 @@ def _usage_out(usage: RepositoryUsage) -> RepositoryUsageOut:
 
 
 def _queue(session: Session, kind: JobKind, params: dict, actor) -> JobQueuedOut:
-    job = Job(kind=kind, params=params, created_by=actor.name)
-    session.add(job)
-    session.flush()
-    record(session, actor, f"job.{kind}", "job", job.id, **params)
-    return JobQueuedOut(job_id=job.id)
+    return JobQueuedOut(job_id=enqueue(session, kind, actor=actor, params=params).id)
 
 
 @router.get("/verified-rpo", response_model=list[VerifiedRpoOut], summary="Verified RPO")
