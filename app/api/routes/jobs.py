@@ -18,7 +18,7 @@ from app.db.models import Connection, ExchangeServer, Job, Policy, Proxy, Restor
 from app.db.types import utcnow
 from app.domain.connections import ConnectionKind
 from app.domain.job_params import client_params_problem
-from app.domain.jobs import JobKind, JobState
+from app.domain.jobs import JobKind, JobState, run_state
 from app.domain.protection import RestoreRefused
 from app.jobs.enqueue import enqueue
 from app.protection.restores import registry as restore_modes
@@ -150,12 +150,13 @@ def read_job(job_id: int, session: DbSession, _: Reader):
     job = session.scalar(select(Job).where(Job.id == job_id).options(selectinload(Job.events)))
     if job is None:
         raise not_found("job", job_id)
-    children = session.scalars(select(Job).where(Job.parent_id == job_id).order_by(Job.id))
+    children = list(session.scalars(select(Job).where(Job.parent_id == job_id).order_by(Job.id)))
     return JobDetail.model_validate(
         {
             **JobOut.model_validate(job).model_dump(),
             "events": job.events,
-            "children": list(children),
+            "children": children,
+            "run_state": run_state(job.state, [c.state for c in children]),
         }
     )
 
