@@ -28,10 +28,9 @@ elsewhere (otherwise it is kept and reported as damaged).
 
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session
 
@@ -40,6 +39,7 @@ from app.repository.errors import RepositoryError
 from app.repository.immutable import locked_until
 from app.repository.packs import decode_index, index_key, pack_key, remove_pack, write_pack
 from app.repository.references import reference_sources
+from app.repository.s3 import ObjectLocked
 from app.repository.store import Repository
 
 GRACE_S = 300.0
@@ -131,10 +131,15 @@ def collect_garbage(
                 report.keep_locked(until, info.size)  # never tried: the store would refuse
                 report.remaining_chunks += 1
             else:
-                with contextlib.suppress(ObjectMissing):
+                try:
                     repo.store.delete(info.key)
                     report.removed_chunks += 1
                     report.freed_bytes += info.size
+                except ObjectMissing:
+                    pass
+                except ObjectLocked as exc:  # an older version under the current one is locked
+                    report.keep_locked(exc.until or datetime.now(UTC), info.size)
+                    report.remaining_chunks += 1
         _collect_packs(repo, live, cutoff, report)
     remove_temps = getattr(repo.store, "remove_stale_temporaries", None)
     if remove_temps is not None:
