@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     session_max_age_s: int = 8 * 3600
     # Cookies are marked Secure when the service is served over HTTPS (behind a proxy).
     secure_cookies: bool = False
+    # Proxies whose X-Forwarded-For is believed (addresses or networks); none: the peer is
+    # the client, whoever says otherwise.
+    trusted_proxies: list[str] = []
     login_max_failures: int = 5
     login_window_s: int = 300
     log_level: str = "INFO"
