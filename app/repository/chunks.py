@@ -33,6 +33,12 @@ WRITE_THREADS = 2 * WORKERS
 SEAL_OVERHEAD = 1 + 12 + 16
 
 
+def threads_for(store: ObjectStore, least: int = WRITE_THREADS) -> int:
+    """A store reached over the network (S3) waits on round trips, not cores: as many
+    threads as it takes requests at once."""
+    return max(least, getattr(store, "max_parallel", 0))
+
+
 def chunk_key(digest: str) -> str:
     return f"chunks/{digest[:4]}/{digest}"
 

@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
 from app.repository.backend import ObjectMissing, ObjectStore
-from app.repository.chunks import WRITE_THREADS, ChunkStore, chunk_key
+from app.repository.chunks import ChunkStore, chunk_key, threads_for
 from app.repository.errors import ChunkDamaged
 from app.repository.manifest import (
     Manifest,
@@ -194,13 +194,14 @@ class ImageWriter:
             if progress is not None:
                 progress(done)
 
-        with ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="repo-write") as pool:
+        threads = threads_for(self.chunks.store)
+        with ThreadPoolExecutor(threads, thread_name_prefix="repo-write") as pool:
             try:
                 for index, data, buf in reader:
                     stats["read_bytes"] += len(data)
                     future = pool.submit(self._store_block, data, checks)
                     inflight.append((index, len(data), future, buf))
-                    if len(inflight) >= 2 * WRITE_THREADS:
+                    if len(inflight) >= 2 * threads:
                         finish_one()
                 while inflight:
                     finish_one()
@@ -312,7 +313,9 @@ class ReuseChecks:
                 store.touch(chunk_key(digest))
             )
 
-        with ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="repo-check") as pool:
+        with ThreadPoolExecutor(
+            threads_for(self.chunks.store), thread_name_prefix="repo-check"
+        ) as pool:
             kept = list(pool.map(keep, carried))
         return [index for (index, _d), ok in zip(carried, kept, strict=True) if not ok]
 

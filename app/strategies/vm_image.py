@@ -28,6 +28,7 @@ from app.adapters.vsphere.snapshot_disks import (
     changed_areas,
     snapshot_disks,
 )
+from app.adapters.vsphere.vm_config import read_config
 from app.domain.jobs import EventLevel
 from app.domain.protection import CopyLocation, ProtectionMethod, RestorePointStatus
 from app.jobs.context import PermanentError
@@ -181,6 +182,7 @@ class VmImage(VmSnapshot):
         snapshot = run.details["snapshot"]
         files = DatastoreFiles(client, datacenter_path(client, target.vm_moref))
         disks = self._disks_to_copy(run, client, snapshot)
+        run.details["vm_config"] = self._capture_config(run, client, files)
         earlier = self._earlier_disks(run, repository_id)
         sizes = {d.key: files.size(d.data_file) for d in disks}
         total = sum(sizes.values())
@@ -367,8 +369,23 @@ class VmImage(VmSnapshot):
         return {}
 
     @staticmethod
+    def _capture_config(run: BackupRun, client: Any, files: DatastoreFiles) -> dict[str, Any]:
+        """The VM's configuration as it was at the snapshot, for a whole-VM restore: stored
+        in every disk's manifest, so any one live image can rebuild the VM."""
+        config = read_config(client, run.target.vm_moref, files)
+        note = config.get("vmx_note")
+        run.ctx.event(
+            f"configuration of {run.target.server_name} captured: {config['num_cpus']} CPUs, "
+            f"{config['memory_mb']} MiB, {config['version']}, {len(config['disks'])} disk(s), "
+            f"{len(config['nics'])} NIC(s)" + (f"; {note}" if note else ""),
+            step="copy",
+        )
+        return config
+
+    @staticmethod
     def _source_info(run: BackupRun, disk: SnapshotDisk) -> dict[str, Any]:
         return {
+            "vm_config": run.details.get("vm_config"),
             "kind": "vm-disk",
             "server": run.target.server_name,
             "vm": run.target.vm_moref,

@@ -31,6 +31,7 @@ from app.domain.protection import (
     Verification,
 )
 from app.domain.rpo import DayCompliance, Protected, compliance_by_day, objective_s
+from app.protection.catalog import captures
 
 PROXY_FRESH_S = 120
 # The newest restore point is "near the objective" from this fraction of the RPO on.
@@ -193,17 +194,14 @@ def rpo_by_server(session: Session, limit: int = 100) -> tuple[list[ServerRpo], 
     ).all()
     newest: dict[tuple[int, int | None], datetime] = {}
     latest_of: dict[int, datetime] = {}
-    for server_id, policy_id, at in session.execute(
-        select(RestorePoint.server_id, RestorePoint.policy_id, func.max(RestorePoint.captured_at))
-        .where(
-            RestorePoint.status == RestorePointStatus.AVAILABLE,
-            RestorePoint.server_id.is_not(None),
-        )
-        .group_by(RestorePoint.server_id, RestorePoint.policy_id)
-    ).all():
-        newest[(server_id, policy_id)] = _aware(at)
-        if server_id not in latest_of or latest_of[server_id] < newest[(server_id, policy_id)]:
-            latest_of[server_id] = newest[(server_id, policy_id)]
+    # Mailbox backups count as the others do (one server, all of its protection).
+    for (policy_id, server_id, _database_id), at in captures.newest(session).items():
+        if server_id is None:
+            continue
+        if (server_id, policy_id) not in newest or newest[(server_id, policy_id)] < at:
+            newest[(server_id, policy_id)] = at
+        if server_id not in latest_of or latest_of[server_id] < at:
+            latest_of[server_id] = at
     by_server: dict[int, list[PolicyRpo]] = {}
     schedules: dict[str, float | None] = {}
     for server_id, pid, pname, enabled, rpo_minutes, cron, created in covering:
@@ -224,7 +222,10 @@ def rpo_by_server(session: Session, limit: int = 100) -> tuple[list[ServerRpo], 
         policies = sorted(by_server.get(server_id, []), key=lambda p: p.name)
         latest = latest_of.get(server_id)
         live = [p for p in policies if p.enabled]
-        status = min((p.status for p in live), key=RPO_ORDER.index) if live else "unprotected"
+        # The worst real state: a policy still waiting for its first point does not hide
+        # (nor stand for) what the server's other protection measures.
+        real = [p.status for p in live if p.status != "pending"] or [p.status for p in live]
+        status = min(real, key=RPO_ORDER.index) if real else "unprotected"
         rows.append(
             ServerRpo(
                 server_id,
@@ -243,6 +244,12 @@ def rpo_by_server(session: Session, limit: int = 100) -> tuple[list[ServerRpo], 
 def rpo_history(session: Session, days: int = 14) -> list[DayCompliance]:
     """RPO compliance per day over the last ``days`` days, across every enabled policy's
     servers. Two queries; expired restore points count for the time they existed."""
+    return rpo_chart(session, days)[0]
+
+
+def rpo_chart(session: Session, days: int = 14) -> tuple[list[DayCompliance], datetime | None]:
+    """:func:`rpo_history`, plus when protection began (the earliest enabled policy), so the
+    chart can start there and, before its first sample, say when that comes."""
     now = _aware(utcnow())
     covering = session.execute(
         select(
@@ -257,23 +264,20 @@ def rpo_history(session: Session, days: int = 14) -> list[DayCompliance]:
         .distinct()
     ).all()
     if not covering:
-        return []
-    captures: dict[tuple[int, int], list[datetime]] = {}
-    for server_id, policy_id, at in session.execute(
-        select(RestorePoint.server_id, RestorePoint.policy_id, RestorePoint.captured_at)
-        .where(RestorePoint.policy_id.in_({row[1] for row in covering}))
-        .order_by(RestorePoint.captured_at)
-    ):
-        captures.setdefault((server_id, policy_id), []).append(_aware(at))
+        return [], None
+    began = min((_aware(row[4]) for row in covering if row[4] is not None), default=None)
+    taken: dict[tuple[int, int], list[datetime]] = {}
+    for server_id, policy_id, at in captures.every(session, {row[1] for row in covering}):
+        taken.setdefault((server_id, policy_id), []).append(at)
     protected, schedules = [], {}
     for server_id, policy_id, rpo_minutes, cron, created in covering:
         objective = objective_s(rpo_minutes, cron, now, schedules)
         if objective is None or created is None:
             continue
         protected.append(
-            Protected(captures.get((server_id, policy_id), []), objective, _aware(created))
+            Protected(taken.get((server_id, policy_id), []), objective, _aware(created))
         )
-    return compliance_by_day(protected, now, days=days)
+    return compliance_by_day(protected, now, days=days), began
 
 
 def audit_object_names(session: Session, events: Iterable[Any]) -> dict[tuple[str, str], str]:

@@ -55,3 +55,7 @@ class VerifiedRpoOut(Output):
         description="Age of that restore point: the RPO counting only verified restore points"
     )
     breached: bool
+    not_verified_yet: bool = Field(
+        default=False,
+        description="Some target has no verified restore point, but its first verify is not due",
+    )

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, lazyload, selectinload
 
 from app.adapters import vsphere
 from app.adapters.arrays import ArrayError
-from app.audit import SYSTEM, record
+from app.audit import SYSTEM, Actor, record
 from app.db.models import (
     ExchangeDatabase,
     ExchangeServer,
@@ -30,7 +30,8 @@ from app.domain.jobs import JobKind
 from app.domain.protection import CopyLocation, ProtectionMethod, RestorePointStatus
 from app.domain.retention import removal_blocker
 from app.jobs.context import JobContext, JobResult, PermanentError
-from app.jobs.handlers import register
+from app.jobs.enqueue import enqueue
+from app.jobs.handlers import JobRequest, Requirements, register
 from app.protection.bindings.vcenter import JobVCenterAccess, for_job
 from app.protection.catalog.copies import retire_copies
 from app.protection.catalog.holds import holds_by_point
@@ -78,16 +79,21 @@ def _resources(session: Session, server: ExchangeServer) -> list[str]:
     return sorted(found)
 
 
-def job_template(session: Session, policy: Policy, target: Any) -> dict[str, Any]:
-    """What a backup job of this policy and target needs: the proxy capability its method
-    declares, and the host and datastores it will load (for per-resource limits)."""
-    declaration = DECLARATIONS[policy.method]
-    server = session.get(ExchangeServer, target.server_id)
-    capability = declaration.needs_proxy_capability
-    return {
-        "required_capabilities": [capability] if capability else [],
-        "params": {"resources": _resources(session, server) if server else []},
-    }
+def backup_requirements(session: Session, request: JobRequest) -> Requirements:
+    """What a backup job of a policy's target needs (asked by enqueue): the proxy capability
+    its method declares, and the host and datastores it will load (for per-resource limits).
+    A policy-wide run (no target) needs nothing: the jobs it queues do."""
+    if request.policy_id is None or request.server_id is None:
+        return Requirements()
+    policy = session.get(Policy, request.policy_id)
+    if policy is None:
+        return Requirements()
+    capability = DECLARATIONS[policy.method].needs_proxy_capability
+    server = session.get(ExchangeServer, request.server_id)
+    return Requirements(
+        (capability,) if capability else (),
+        tuple(_resources(session, server)) if server else (),
+    )
 
 
 def dispatch(ctx: JobContext) -> JobResult:
@@ -97,34 +103,25 @@ def dispatch(ctx: JobContext) -> JobResult:
         if policy is None:
             raise PermanentError(f"policy {ctx.policy_id} no longer exists")
         creator = session.scalar(select(Job.created_by).where(Job.id == ctx.job_id))
-        declaration = DECLARATIONS[policy.method]
-        servers = {
-            s.id: s
-            for s in session.scalars(
-                select(ExchangeServer).where(
-                    ExchangeServer.id.in_([t.server_id for t in policy.targets])
-                )
+        # Loaded at once, so asking each child's requirements reads no server again.
+        session.scalars(
+            select(ExchangeServer).where(
+                ExchangeServer.id.in_([t.server_id for t in policy.targets])
             )
-        }
-        children = []
-        for t in policy.targets:
-            children.append(
-                Job(
-                    kind=JobKind.BACKUP,
-                    policy_id=policy.id,
-                    server_id=t.server_id,
-                    database_id=t.database_id,
-                    parent_id=ctx.job_id,
-                    created_by=creator or "system",
-                    params={"resources": _resources(session, servers[t.server_id])},
-                    required_capabilities=[declaration.needs_proxy_capability]
-                    if declaration.needs_proxy_capability
-                    else [],
-                )
-            )
-        session.add_all(children)
-        session.flush()
-        ids = [c.id for c in children]
+        ).all()
+        ids = [
+            enqueue(
+                session,
+                JobKind.BACKUP,
+                actor=Actor(creator or "system", "system"),
+                policy_id=policy.id,
+                server_id=t.server_id,
+                database_id=t.database_id,
+                parent_id=ctx.job_id,
+                audit=False,  # the run that queues them was audited when it was started
+            ).id
+            for t in policy.targets
+        ]
     ctx.event(f"queued {len(ids)} backup job(s): {', '.join(map(str, ids)) or 'none'}")
     return JobResult(message=f"dispatched {len(ids)} job(s)", details={"jobs": ids})
 
@@ -471,4 +468,4 @@ def cleanup_backup(ctx: JobContext, leftovers: list[dict[str, Any]]) -> None:
         access.close()
 
 
-register(JobKind.BACKUP, run_backup, cleanup_backup)
+register(JobKind.BACKUP, run_backup, cleanup_backup, requires=backup_requirements)
