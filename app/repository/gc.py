@@ -1,5 +1,9 @@
 """Garbage collection: mark every chunk a live image or reference source needs, sweep the rest.
 
+The live set is explicit: every image manifest in the repository, and every digest a source
+of the fixed list in references.py yields (the mail archive); collection refuses to run
+while one of those sources is missing, rather than sweep what it would have kept.
+
 Safe against a backup writing at the same time, by three rules:
 
 * A chunk is swept only if it is unmarked AND was last written or touched before the
@@ -39,7 +43,7 @@ from app.repository.backend import ObjectMissing
 from app.repository.errors import RepositoryError
 from app.repository.immutable import locked_until
 from app.repository.packs import decode_index, index_key, pack_key, remove_pack, write_pack
-from app.repository.references import reference_sources
+from app.repository.references import missing_sources, reference_sources
 from app.repository.store import Repository
 
 GRACE_S = 300.0
@@ -95,6 +99,14 @@ def live_digests(
             raise RepositoryError(
                 "collecting garbage needs the repository's connection and a database session "
                 "(other things than images keep chunks alive)"
+            )
+        missing = missing_sources()
+        if missing:
+            # Sweeping without a source would remove every chunk it keeps alive.
+            raise RepositoryError(
+                "garbage collection refused: the reference source(s) "
+                f"{', '.join(missing)} are not loaded in this process, so what they keep "
+                "alive cannot be told apart from garbage"
             )
         for name, source in reference_sources().items():
             before = len(live)
