@@ -19,9 +19,10 @@ from app.db.models import (
     PolicyTarget,
     Proxy,
     RestorePoint,
+    RestorePointCopy,
 )
 from app.db.types import utcnow
-from app.domain.connections import ConnectionStatus
+from app.domain.connections import ConnectionKind, ConnectionStatus
 from app.domain.jobs import JobKind, JobState
 from app.domain.protection import (
     WITHOUT_COPIES,
@@ -71,7 +72,47 @@ def overview_counts(session: Session) -> dict[str, Any]:
         "jobs_total": sum(jobs.values()),
         "points": _ordered(points, Verification),
         "points_total": sum(points.values()),
+        "servers_immutable": servers_with_immutable_copy(session),
     }
+
+
+def servers_with_immutable_copy(session: Session) -> int:
+    """Protected servers with a restore point whose copy in an immutable repository is still
+    locked (its copy's time plus the repository's lock period lies ahead). Two queries at
+    most, whatever the number of repositories."""
+    now = utcnow()
+    days = {
+        conn_id: (options or {}).get("immutable_days")
+        for conn_id, options in session.execute(
+            select(Connection.id, Connection.options).where(
+                Connection.kind == ConnectionKind.REPOSITORY
+            )
+        )
+    }
+    days = {k: v for k, v in days.items() if isinstance(v, int) and v > 0}
+    if not days:
+        return 0
+    rows = session.execute(
+        select(
+            RestorePoint.server_id,
+            RestorePointCopy.connection_id,
+            func.max(RestorePointCopy.created_at),
+        )
+        .join(RestorePointCopy, RestorePointCopy.restore_point_id == RestorePoint.id)
+        .where(
+            RestorePointCopy.connection_id.in_(days),
+            RestorePointCopy.removed_at.is_(None),
+            RestorePointCopy.created_at > now - timedelta(days=max(days.values())),
+            RestorePoint.server_id.is_not(None),
+        )
+        .group_by(RestorePoint.server_id, RestorePointCopy.connection_id)
+    )
+    servers = {
+        server_id
+        for server_id, conn_id, created in rows
+        if _aware(created) + timedelta(days=days[conn_id]) > _aware(now)
+    }
+    return len(servers)
 
 
 def recent_jobs(
