@@ -9,8 +9,8 @@ import typer
 from app import logs, remote_commands
 from app.audit import Actor
 from app.config import get_settings
-from app.jobs.cli import worker_command
 from app.security.roles import Role
+from app.worker_cli import worker_command
 
 cli = typer.Typer(help="Bulwark: data protection for Exchange on vSphere.", no_args_is_help=True)
 user_cli = typer.Typer(help="Manage users.", no_args_is_help=True)

@@ -31,7 +31,9 @@ from app.api.routes import (
     servers,
     tokens,
     users,
+    whole_vm,
 )
+from app.composition import load_handlers
 from app.config import Settings, get_settings
 from app.metrics import HttpMetrics, ProtectionCollector
 from app.security.guard import RequestGuard
@@ -55,13 +57,15 @@ def create_app(settings: Settings | None = None, *, background_jobs: bool = Fals
     process (``bulwark serve`` does; tests of the API alone do not)."""
     settings = settings or get_settings()
     runtime = Runtime.from_settings(settings)
+    # Jobs the API queues take their requirements from the handlers' registrations.
+    load_handlers()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         bootstrap.prepare(runtime)
         jobs = None
         if background_jobs:
-            from app.jobs import start_background
+            from app.composition import start_background
 
             jobs = start_background(
                 runtime, worker_name=settings.worker_name, capabilities=settings.worker_capabilities
@@ -98,6 +102,7 @@ def create_app(settings: Settings | None = None, *, background_jobs: bool = Fals
         jobs,
         restore_points,
         disk_images,
+        whole_vm,
         repositories,
         holds,
         mailboxes,

@@ -49,9 +49,9 @@ def resource_key(resource: str) -> int:
     return _signed32(zlib.crc32(resource.encode()))
 
 
-def resources_of(params: Mapping[str, Any] | None) -> list[str]:
-    """The outside resources a job loads, from ``params["resources"]`` ("datastore:ds-1")."""
-    raw = (params or {}).get("resources") or []
+def resources_of(resources: Any) -> list[str]:
+    """The outside resources a job loads, from its ``resources`` column ("datastore:ds-1")."""
+    raw = resources or []
     if isinstance(raw, str):
         raw = [raw]
     return sorted({str(r) for r in raw if isinstance(r, str) and r})
@@ -159,6 +159,7 @@ class Claiming(EngineCore):
         Job.server_id,
         Job.database_id,
         Job.required_capabilities,
+        Job.resources,
         Job.attempts,
         Job.max_attempts,
         Job.leftovers,
@@ -236,10 +237,10 @@ class Claiming(EngineCore):
     def _resources_in_use(self, session: Session, exclude_id: int) -> dict[str, int]:
         counts: dict[str, int] = {}
         rows = session.connection().execute(
-            select(Job.params).where(Job.state == JobState.RUNNING, Job.id != exclude_id)
+            select(Job.resources).where(Job.state == JobState.RUNNING, Job.id != exclude_id)
         )
-        for (params,) in rows:
-            for resource in resources_of(params):
+        for (resources,) in rows:
+            for resource in resources_of(resources):
                 counts[resource] = counts.get(resource, 0) + 1
         return counts
 
@@ -253,7 +254,7 @@ class Claiming(EngineCore):
             # _take): a statement that starts after the lock sees every committed claim.
             if not self.is_postgresql and self._server_busy(session, job.server_id, job.id):
                 return False
-        limited = [r for r in resources_of(job.params) if self.limits.limit_for(r) is not None]
+        limited = [r for r in resources_of(job.resources) if self.limits.limit_for(r) is not None]
         if not limited:
             return True
         for resource in limited:
