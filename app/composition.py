@@ -31,6 +31,7 @@ HANDLER_MODULES: tuple[str, ...] = (
     "app.inventory.sync_job",
     "app.protection.handlers.verify",
     "app.protection.handlers.expire",
+    "app.protection.handlers.copy",
 )
 
 
