@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     # collection, and a verify of a random share of every restore point's blocks.
     repository_expire_minutes: int = 360
     repository_verify_minutes: int = 1440
+    # Alert (with failures) when a repository's disk is this full after a backup.
+    repository_full_percent: int = Field(default=90, ge=1, le=100)
     repository_verify_sample: float = Field(default=0.1, gt=0, le=1)
 
     @property
