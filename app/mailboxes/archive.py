@@ -201,13 +201,17 @@ def _filtered(session: Session, q: SearchQuery) -> Select:
         stmt = stmt.where(ArchiveMessage.id.in_(select(ids.c.id)))
     if q.people.strip():
         # Quotes are ignored on both sides: a quoted local part ("Big Bug bb"@bug.com) is
-        # found by the words a person types, with or without them.
+        # found by the words a person types, with or without them. Escaped: a '%' or '_'
+        # typed in the search is that character, not a wildcard.
         for word in q.people.lower().replace('"', " ").split()[:4]:
-            like = f"%{word}%"
             stmt = stmt.where(
                 or_(
-                    func.replace(func.lower(ArchiveMessage.sender), '"', "").like(like),
-                    func.replace(func.lower(ArchiveMessage.recipients), '"', "").like(like),
+                    func.replace(func.lower(ArchiveMessage.sender), '"', "").contains(
+                        word, autoescape=True
+                    ),
+                    func.replace(func.lower(ArchiveMessage.recipients), '"', "").contains(
+                        word, autoescape=True
+                    ),
                 )
             )
     if q.sent_from:
