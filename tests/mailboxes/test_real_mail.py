@@ -24,9 +24,9 @@ from datetime import UTC
 import pytest
 from sqlalchemy import func, select
 
+from app.composition import load_handlers
 from app.db.models import ArchiveMessage, Job, MailItem
 from app.jobs import Worker
-from app.jobs.handlers import load_handlers
 from app.jobs.handlers import registry as product_registry
 from app.mailboxes.restore import _safe_name
 from tests.mailboxes.corpus import Sample, corpus, incremental

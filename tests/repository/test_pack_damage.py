@@ -31,6 +31,7 @@ def needed(monkeypatch):
     from app.repository import references
 
     monkeypatch.setattr(references, "_sources", {})
+    monkeypatch.setattr(references, "REQUIRED_SOURCES", ("test-damage",))
     wanted: set[str] = set()
     register_reference_source("test-damage", lambda session, repo_id: set(wanted))
     yield wanted
