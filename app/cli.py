@@ -41,13 +41,23 @@ def serve(
     )
     host = host or settings.host
     port = port or settings.port
-    typer.echo(f"Bulwark dashboard: http://{host}:{port}/  (API docs: http://{host}:{port}/docs)")
+    tls = settings.tls_files()
+    scheme = "https" if tls else "http"
+    typer.echo(
+        f"Bulwark dashboard: {scheme}://{host}:{port}/  (API docs: {scheme}://{host}:{port}/docs)"
+    )
+    if tls:
+        from app.tls import fingerprint
+
+        typer.echo(f"certificate fingerprint (agents pin it): {fingerprint(tls[0])}")
     uvicorn.run(
         create_app(settings, background_jobs=True),
         host=host,
         port=port,
         log_level="info",
         proxy_headers=True,
+        ssl_certfile=str(tls[0]) if tls else None,
+        ssl_keyfile=str(tls[1]) if tls else None,
     )
 
 

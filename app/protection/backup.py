@@ -31,7 +31,7 @@ from app.domain.protection import CopyLocation, ProtectionMethod, RestorePointSt
 from app.domain.retention import removal_blocker
 from app.jobs.context import JobContext, JobResult, PermanentError
 from app.jobs.handlers import register
-from app.protection import mailbox_backup
+from app.protection import agent_backup, mailbox_backup
 from app.protection.catalog import retire_copies
 from app.protection.holds import holds_by_point
 from app.protection.vcenter_access import JobVCenterAccess, for_job
@@ -243,6 +243,8 @@ def run_backup(ctx: JobContext) -> JobResult | None:
         return dispatch(ctx)
     if mailbox_backup.handles(ctx):  # over IMAP: no vCenter, no strategy steps
         return mailbox_backup.run(ctx)
+    if agent_backup.handles(ctx):  # through the in-guest agent: no vCenter either
+        return agent_backup.run(ctx)
     with ctx.db.session() as session:
         loaded = _load(session, ctx)
     spec, target, method = loaded.spec, loaded.target, loaded.method
@@ -438,6 +440,8 @@ def _primary_copy(point: RestorePoint) -> RestorePointCopy | None:
 def cleanup_backup(ctx: JobContext, leftovers: list[dict[str, Any]]) -> None:
     if mailbox_backup.handles(ctx):
         return mailbox_backup.cleanup(ctx, leftovers)
+    if agent_backup.handles(ctx):
+        return agent_backup.cleanup(ctx, leftovers)
     with ctx.db.session() as session:
         cataloged = session.scalar(select(RestorePoint.id).where(RestorePoint.job_id == ctx.job_id))
     if cataloged is not None:

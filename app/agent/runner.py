@@ -1,0 +1,355 @@
+"""The agent's work loop and the two things it does: back up a database, restore one.
+
+A backup runs snapshot → consistency check → stream the files → wait until the service says
+the restore point is durable → complete the backup (Exchange truncates its logs). Anything
+else that happens (a failed check, a cancel, a dropped service, this process killed) leaves
+the shadow copy released without completing the backup, so the logs stay.
+
+Streaming cuts each group of files (the database; the logs, concatenated in generation order;
+the checkpoint) into the repository's blocks, asks which digests the repository lacks a few
+blocks at a time, and sends only those: an unchanged database crosses the network once, a
+dropped connection is retried and the question asked again, so what arrived is not sent
+again, and memory holds a few blocks at most.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import blake3
+
+from app.agent import VERSION
+from app.agent.client import AgentClient, AgentHttpError
+from app.agent.exchange import CheckFailed, Exchange, ExchangeError, Snapshot
+from app.agent.protocol import (
+    BATCH_BLOCKS,
+    DURABLE,
+    FINISHED,
+    HEARTBEAT_S,
+    POLL_WAIT_S,
+    PREFIX,
+)
+
+log = logging.getLogger("bulwark.agent")
+
+
+class Cancelled(Exception):  # noqa: N818 - reads as what happened
+    pass
+
+
+def _digester(key_hex: str | None):
+    key = bytes.fromhex(key_hex) if key_hex else None
+    if key is None:
+        return lambda data: blake3.blake3(data).hexdigest()
+    return lambda data: blake3.blake3(data, key=key).hexdigest()
+
+
+class Agent:
+    def __init__(self, client: AgentClient, exchange: Exchange):
+        self.client = client
+        self.exchange = exchange
+        self.stop = threading.Event()
+        self._beat = threading.Thread(target=self._heartbeats, name="heartbeat", daemon=True)
+        self.hostname = socket.gethostname()
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def heartbeat(self) -> None:
+        inventory = {"databases": [d.to_json() for d in self.exchange.databases()]}
+        self.client.post(
+            PREFIX + "/heartbeat",
+            {"version": VERSION, "hostname": self.hostname, "inventory": inventory},
+        )
+
+    def _heartbeats(self) -> None:
+        # Its own connection: a long poll or an upload must not delay the heartbeat.
+        beat = AgentClient(
+            f"https://{self.client.host}:{self.client.port}",
+            self.client.fingerprint,
+            self.client.credential,
+            retries=1,
+        )
+        beat_agent = Agent.__new__(Agent)
+        beat_agent.client, beat_agent.exchange, beat_agent.hostname = (
+            beat,
+            self.exchange,
+            self.hostname,
+        )
+        interval = float(os.environ.get("BULWARK_AGENT_HEARTBEAT_S", HEARTBEAT_S))
+        while not self.stop.wait(interval):
+            try:
+                beat_agent.heartbeat()
+            except Exception as exc:  # the next beat tries again
+                log.warning("heartbeat failed: %s", exc)
+
+    def run_forever(self) -> None:
+        forget = getattr(self.exchange, "forget_snapshots", None)
+        if forget is not None:
+            forget()  # shadow copies a killed agent left behind: never completed
+        self.heartbeat()
+        self._beat.start()
+        while not self.stop.is_set():
+            try:
+                task = self.client.get(
+                    f"{PREFIX}/work?wait={POLL_WAIT_S}", timeout=POLL_WAIT_S + 30
+                )
+            except AgentHttpError as exc:
+                log.error("the service refused the poll: %s", exc)
+                if exc.status in (401, 403):
+                    raise
+                time.sleep(5)
+                continue
+            except OSError as exc:
+                log.warning("the service is unreachable: %s", exc)
+                time.sleep(5)
+                continue
+            if task:
+                self.execute(task)
+
+    def execute(self, task: dict[str, Any]) -> None:
+        log.info("task %s: %s %s", task["id"], task["kind"], task["params"].get("database"))
+        try:
+            if task["kind"] == "backup":
+                Backup(self, task).run()
+            elif task["kind"] == "restore":
+                Restore(self, task).run()
+            else:
+                self.fail(task, f"this agent (version {VERSION}) cannot do '{task['kind']}'")
+        except Cancelled:
+            log.info("task %s cancelled", task["id"])
+        except Exception as exc:
+            log.exception("task %s failed", task["id"])
+            self.fail(task, str(exc) or type(exc).__name__)
+
+    def fail(self, task: dict[str, Any], error: str, what: dict | None = None) -> None:
+        try:
+            self.client.post(
+                f"{PREFIX}/tasks/{task['id']}/failed", {"error": error, "what": what or {}}
+            )
+        except (AgentHttpError, OSError) as exc:
+            log.error("could not report the failure of task %s: %s", task["id"], exc)
+
+    def progress(self, task_id: int, done: int, message: str = "") -> None:
+        reply = self.client.post(
+            f"{PREFIX}/tasks/{task_id}/progress", {"bytes_done": done, "message": message}
+        )
+        if reply and reply.get("cancel"):
+            raise Cancelled()
+
+
+def _blocks(sources: list[tuple[Any, int]], block: int) -> Iterator[bytes]:
+    """Fixed-size blocks over files read one after another (the last block short)."""
+    buf = bytearray()
+    for fh, size in sources:
+        left = size
+        with fh:
+            while left > 0:
+                data = fh.read(min(block - len(buf), left))
+                if not data:
+                    raise ExchangeError("a file of the snapshot ended early")
+                left -= len(data)
+                buf += data
+                if len(buf) == block:
+                    yield bytes(buf)
+                    buf = bytearray()
+    if buf:
+        yield bytes(buf)
+
+
+class Backup:
+    def __init__(self, agent: Agent, task: dict[str, Any]):
+        self.agent, self.task = agent, task
+        self.params = task["params"]
+        self.id = task["id"]
+        self.client = agent.client
+        self.digest = _digester(self.params.get("digest_key"))
+        self.block = int(self.params["block_size"])
+        self.done = 0
+        self.sent_chunks = 0
+        self._last_progress = 0.0
+
+    def run(self) -> None:
+        ex = self.agent.exchange
+        snap = ex.snapshot(self.params["database"], logs_after=self.params.get("logs_after"))
+        completed = False
+        try:
+            self.agent.progress(self.id, 0, f"snapshot {snap.id} taken")
+            try:
+                check = ex.check(snap)
+            except CheckFailed as exc:
+                self.agent.fail(self.task, f"consistency check failed: {exc}", exc.what)
+                return
+            groups = self._stream(snap)
+            self.client.post(
+                f"{PREFIX}/tasks/{self.id}/copied",
+                {
+                    "groups": groups,
+                    "check": check,
+                    "snapshot": {
+                        "checkpoint_generation": snap.checkpoint_generation,
+                        "log_range": list(snap.log_range),
+                        "full": snap.full,
+                        "full_because": snap.full_because,
+                    },
+                    "log_state": ex.log_state(snap.database).to_json(),
+                    "sent_chunks": self.sent_chunks,
+                },
+            )
+            state = self._wait_durable()
+            if state != DURABLE:
+                return  # failed or cancelled by the service: never truncate
+            truncation = ex.complete_backup(snap)
+            completed = True
+            self.client.post(f"{PREFIX}/tasks/{self.id}/done", {"truncation": truncation.to_json()})
+        finally:
+            if not completed:
+                ex.release(snap)
+
+    def _wait_durable(self) -> str:
+        while True:
+            doc = self.client.get(
+                f"{PREFIX}/tasks/{self.id}?wait={POLL_WAIT_S}&unless=copied",
+                timeout=POLL_WAIT_S + 30,
+            )
+            if doc["state"] == DURABLE or doc["state"] in FINISHED:
+                return doc["state"]
+
+    def _stream(self, snap: Snapshot) -> list[dict[str, Any]]:
+        ex = self.agent.exchange
+        groups = []
+        by_role: dict[str, list] = {"database": [], "log": [], "checkpoint": []}
+        for f in snap.files:
+            by_role[f.role].append(f)
+        for group, role in (
+            ("database", "database"),
+            ("logs", "log"),
+            ("checkpoint", "checkpoint"),
+        ):
+            files = sorted(by_role[role], key=lambda f: (f.generation or 0, f.name))
+            if not files and group != "logs":
+                continue
+            table, offset = [], 0
+            for f in files:
+                table.append(
+                    {"name": f.name, "size": f.size, "generation": f.generation, "offset": offset}
+                )
+                offset += f.size
+            sources = [(ex.open_file(snap, f.name), f.size) for f in files]
+            blocks = self._send(_blocks(sources, self.block)) if files else []
+            groups.append({"group": group, "size": offset, "files": table, "blocks": blocks})
+        return groups
+
+    def _send(self, blocks: Iterator[bytes]) -> list[str | None]:
+        names: list[str | None] = []
+        batch: list[tuple[str, bytes]] = []
+        for data in blocks:
+            if data != bytes(len(data)):
+                d = self.digest(data)
+                names.append(d)
+                batch.append((d, data))
+            else:
+                names.append(None)  # all zero: not stored
+                self.done += len(data)
+            if len(batch) >= BATCH_BLOCKS:
+                self._flush(batch)
+                batch = []
+        if batch:
+            self._flush(batch)
+        return names
+
+    def _flush(self, batch: list[tuple[str, bytes]]) -> None:
+        missing = set(
+            self.client.post(
+                f"{PREFIX}/tasks/{self.id}/missing", {"digests": [d for d, _ in batch]}
+            )["missing"]
+        )
+        for digest, data in batch:
+            if digest in missing:
+                self.client.request("PUT", f"{PREFIX}/tasks/{self.id}/chunks/{digest}", raw=data)
+                self.sent_chunks += 1
+                missing.discard(digest)  # the same block twice in a batch goes once
+            self.done += len(data)
+        now = time.monotonic()
+        if now - self._last_progress > 1.0:
+            self._last_progress = now
+            self.agent.progress(self.id, self.done)
+
+
+class Restore:
+    """Files from the repository into place, soft recovery, a check, then mount."""
+
+    def __init__(self, agent: Agent, task: dict[str, Any]):
+        self.agent, self.task = agent, task
+        self.params = task["params"]
+        self.id = task["id"]
+        self.client = agent.client
+        self.digest = _digester(self.params.get("digest_key"))
+        self.done = 0
+
+    def run(self) -> None:
+        ex = self.agent.exchange
+        p = self.params
+        database, mode = p["database"], p["mode"]
+        if mode == "original":
+            ex.dismount(database)
+        target = ex.restore_path(database, mode, p.get("path"))
+        upto = p.get("upto_generation")
+        written = self._write(target, upto)
+        self.agent.progress(self.id, self.done, "files written; soft recovery")
+        try:
+            result = ex.recover(target, database, upto)
+        except CheckFailed as exc:
+            self.agent.fail(self.task, f"the restored database failed its check: {exc}", exc.what)
+            return
+        ex.finish_restore(database, mode, target)
+        result.update(path=str(target), files=written)
+        self.client.post(f"{PREFIX}/tasks/{self.id}/done", {"result": result})
+
+    def _write(self, target: Path, upto: int | None) -> int:
+        target = Path(target)
+        (target / "logs").mkdir(parents=True, exist_ok=True)
+        written = 0
+        for group in self.params["groups"]:
+            files = group["files"]
+            if group["group"] == "logs" and upto is not None:
+                files = [f for f in files if f["generation"] is None or f["generation"] <= upto]
+            folder = target / "logs" if group["group"] == "logs" else target
+            self._write_group(group, files, folder)
+            written += len(files)
+        return written
+
+    def _write_group(self, group: dict[str, Any], files: list[dict], folder: Path) -> None:
+        """Each block fetched once (several logs share one) and cut into the files it holds."""
+        bs = int(group["block_size"])
+        for f in files:
+            start, end = f["offset"], f["offset"] + f["size"]
+            with open(folder / f["name"], "wb") as out:
+                for index in range(start // bs, -(-end // bs)):
+                    data = self._block(group, index, bs)
+                    lo = max(start, index * bs) - index * bs
+                    hi = min(end, index * bs + len(data)) - index * bs
+                    out.write(data[lo:hi])
+                    self.done += hi - lo
+
+    def _block(self, group: dict[str, Any], index: int, bs: int) -> bytes:
+        cached = getattr(self, "_cached", None)
+        if cached is not None and cached[0] == (id(group), index):
+            return cached[1]
+        digest = group["blocks"][index]
+        if digest is None:
+            data = bytes(min(bs, group["size"] - index * bs))
+        else:
+            _, data = self.client.request(
+                "GET", f"{PREFIX}/tasks/{self.id}/chunks/{digest}", accept_raw=True
+            )
+            if self.digest(data) != digest:
+                raise ExchangeError(f"block {index} arrived damaged (hash mismatch)")
+        self._cached = ((id(group), index), data)
+        return data
