@@ -58,3 +58,19 @@ def create_token(
         prefix=prefix,
     )
     return row, token
+
+
+def reset_password(session: Session, actor: Actor, user: User, password: str) -> None:
+    """An administrator sets a new password (the owner is not asked for the old one)."""
+    user.password_hash = hash_password(password)
+    record(session, actor, "user.password_reset", "user", user.id, username=user.username)
+
+
+def revoke_token(session: Session, actor: Actor, token_id: int) -> ApiToken:
+    row = session.get(ApiToken, token_id)
+    if row is None:
+        raise AccountError(f"no API token with id {token_id}")
+    if row.revoked_at is None:
+        row.revoked_at = utcnow()
+        record(session, actor, "token.revoke", "token", row.id, prefix=row.prefix)
+    return row

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import typer
 
+from app import remote_commands
 from app.audit import Actor
 from app.config import get_settings
 from app.jobs.cli import worker_command
@@ -19,10 +21,52 @@ cli.add_typer(token_cli, name="token")
 CLI_ACTOR = Actor("cli", "system")
 
 
-def _runtime():
+def _runtime(create_database: bool = False):
+    """The service's runtime for an admin command, on the database the service uses.
+
+    Run in the wrong directory, the default SQLite path points at a file that does not exist;
+    creating it there (with a new secret key beside it) would report success on a database the
+    service never reads. So a command refuses a missing database unless told to create one, and
+    always says which database it works on.
+    """
+    from sqlalchemy import make_url
+
     from app.state import Runtime
 
-    return Runtime.from_settings(get_settings())
+    settings = get_settings()
+    url = settings.effective_database_url
+    typer.echo(f"database: {make_url(url).render_as_string(hide_password=True)}", err=True)
+    if not create_database and not _database_exists(url):
+        typer.echo(
+            "error: no Bulwark database there. Run the command where the service runs, or set "
+            "BULWARK_DATA_DIR / BULWARK_DATABASE_URL as the service has them; pass "
+            "--create-database to start a new one.",
+            err=True,
+        )
+        raise typer.Exit(2)
+    return Runtime.from_settings(settings)
+
+
+def _database_exists(url: str) -> bool:
+    """A SQLite file that exists, or a server database that has Bulwark's schema."""
+    from sqlalchemy import create_engine, inspect, make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return bool(parsed.database) and Path(parsed.database).is_file()
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return inspect(conn).has_table("alembic_version")
+    except Exception:
+        return False
+    finally:
+        engine.dispose()
+
+
+CREATE_DATABASE = typer.Option(
+    False, "--create-database", help="Create the database if there is none (a new installation)"
+)
 
 
 @cli.command()
@@ -85,6 +129,7 @@ def user_create(
         envvar="BULWARK_NEW_USER_PASSWORD",
     ),
     full_name: str = "",
+    create_database: bool = CREATE_DATABASE,
 ) -> None:
     """Create a user (the first admin comes from here or BULWARK_ADMIN_PASSWORD)."""
     from app.accounts import AccountError, create_user
@@ -92,7 +137,7 @@ def user_create(
 
     if len(password) < 12:
         raise typer.BadParameter("use at least 12 characters", param_hint="password")
-    runtime = _runtime()
+    runtime = _runtime(create_database)
     prepare(runtime)
     with runtime.db.session() as session:
         try:
@@ -112,24 +157,121 @@ def token_create(
     expires_in_days: int = typer.Option(90, help="0 for a token that never expires"),
 ) -> None:
     """Create an API token for a user and print it once."""
-    from sqlalchemy import select
-
     from app.accounts import create_token
     from app.bootstrap import prepare
-    from app.db.models import User
 
     runtime = _runtime()
     prepare(runtime)
     with runtime.db.session() as session:
-        user = session.scalar(select(User).where(User.username == username))
-        if user is None:
-            typer.echo(f"error: no user named '{username}'", err=True)
-            raise typer.Exit(1)
+        user = _user_named(session, username)
         _, token = create_token(session, CLI_ACTOR, user, name, expires_in_days or None)
     typer.echo(token)
 
 
+def _user_named(session, username: str):
+    from sqlalchemy import select
+
+    from app.db.models import User
+
+    user = session.scalar(select(User).where(User.username == username))
+    if user is None:
+        typer.echo(f"error: no user named '{username}'", err=True)
+        raise typer.Exit(1)
+    return user
+
+
+@user_cli.command("list")
+def user_list() -> None:
+    """List users with their role and state."""
+    from sqlalchemy import select
+
+    from app.db.models import User
+
+    runtime = _runtime()
+    with runtime.db.session() as session:
+        users = session.scalars(select(User).order_by(User.username)).all()
+        rows = [
+            (
+                u.username,
+                str(u.role),
+                "active" if u.is_active else "disabled",
+                f"{u.last_login_at:%Y-%m-%d %H:%M}" if u.last_login_at else "never",
+            )
+            for u in users
+        ]
+    remote_commands.table(("USER", "ROLE", "STATE", "LAST SIGN-IN"), rows)
+
+
+@user_cli.command("reset-password")
+def user_reset_password(
+    username: str,
+    password: str = typer.Option(
+        ...,
+        prompt=True,
+        hide_input=True,
+        confirmation_prompt=True,
+        envvar="BULWARK_NEW_USER_PASSWORD",
+    ),
+) -> None:
+    """Set a new password for a user (for the admin who forgot theirs)."""
+    from app.accounts import reset_password
+
+    if len(password) < 12:
+        raise typer.BadParameter("use at least 12 characters", param_hint="password")
+    runtime = _runtime()
+    with runtime.db.session() as session:
+        reset_password(session, CLI_ACTOR, _user_named(session, username), password)
+    typer.echo(f"password of '{username}' reset")
+
+
+@token_cli.command("list")
+def token_list() -> None:
+    """List API tokens (never their secret) with their last use."""
+    from sqlalchemy import select
+    from sqlalchemy.orm import selectinload
+
+    from app.db.models import ApiToken
+
+    def when(value) -> str:
+        return f"{value:%Y-%m-%d %H:%M}" if value else "-"
+
+    runtime = _runtime()
+    with runtime.db.session() as session:
+        tokens = session.scalars(
+            select(ApiToken).options(selectinload(ApiToken.user)).order_by(ApiToken.id)
+        ).all()
+        rows = [
+            (
+                str(t.id),
+                t.prefix,
+                t.user.username,
+                t.name,
+                "revoked" if t.revoked_at else "active",
+                when(t.expires_at) if t.expires_at else "never",
+                when(t.last_used_at),
+            )
+            for t in tokens
+        ]
+    remote_commands.table(("ID", "PREFIX", "USER", "NAME", "STATE", "EXPIRES", "LAST USED"), rows)
+
+
+@token_cli.command("revoke")
+def token_revoke(token_id: int) -> None:
+    """Revoke an API token by its id (see `bulwark token list`)."""
+    from app.accounts import AccountError, revoke_token
+
+    runtime = _runtime()
+    with runtime.db.session() as session:
+        try:
+            revoke_token(session, CLI_ACTOR, token_id)
+        except AccountError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from exc
+    typer.echo(f"token {token_id} revoked")
+
+
 cli.command("worker")(worker_command)
+remote_commands.register(cli)
 
 
 def main() -> None:

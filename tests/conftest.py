@@ -150,6 +150,34 @@ def lab():
         pytest.skip(f"vSphere lab unavailable (run 'make test' to build it): {exc}")
 
 
+def _s3_peer(start):
+    from tests.s3_fixture import S3Unavailable, must_have_s3
+
+    try:
+        with start() as peer:
+            yield peer
+    except S3Unavailable as exc:
+        if must_have_s3():
+            pytest.fail(f"the S3 test servers are required in CI: {exc}")
+        pytest.skip(f"S3 server unavailable: {exc}")
+
+
+@pytest.fixture(scope="session")
+def seaweedfs():
+    """SeaweedFS (``weed server -s3``) on loopback, one per test session."""
+    from tests.s3_fixture import seaweedfs as start
+
+    yield from _s3_peer(start)
+
+
+@pytest.fixture(scope="session")
+def moto_s3():
+    """moto's S3 server on loopback, one per test session."""
+    from tests.s3_fixture import moto_server as start
+
+    yield from _s3_peer(start)
+
+
 TEST_ACTOR = Actor("test-setup", "system")
 
 

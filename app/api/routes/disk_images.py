@@ -15,7 +15,7 @@ from pydantic import Field
 
 from app.api import API_PREFIX
 from app.api.deps import DbSession, require, runtime
-from app.api.downloads import attachment
+from app.api.downloads import attachment, octets
 from app.api.problems import Problem, conflict, invalid, not_found
 from app.api.schemas.common import Input
 from app.api.schemas.jobs import JobOut
@@ -161,8 +161,8 @@ def _image_response(
     def body():
         try:
             if first:
-                yield first
-            yield from chunks
+                yield from octets((first,))
+            yield from octets(chunks)
         finally:
             release()
 
