@@ -288,7 +288,8 @@ def create_database(
     store = Store(path)
     rng = random.Random(seed)
     with open(store.edb, "wb") as fh:
-        store.write_header(fh, {"signature": meta["signature"], "state": "dirty"})
+        header = {k: meta[k] for k in ("name", "guid", "signature", "page_size", "log_size")}
+        store.write_header(fh, dict(header, state="dirty"))
         batch = bytearray()
         for number in range(1, pages):
             page = bytearray(PAGE_HEADER.size) + bytearray(rng.randbytes(page_size - 32))
@@ -745,6 +746,11 @@ class StandInExchange:
             store = self._store(database)
             if store.meta.get("mounted"):
                 raise ExchangeError(f"{database} is mounted: dismount it before restoring over it")
+            # The current files go: logs newer than the restore point must not be replayed.
+            with store.locked():
+                for log in store.logs.iterdir():
+                    log.unlink()
+                store.chk.unlink(missing_ok=True)
             return store.path
         if mode == "recovery":
             target = self.root / (path or f"RDB-{database}")
@@ -768,11 +774,37 @@ class StandInExchange:
         store.save_meta()
 
 
+def _meta_from_header(path: Path, database: str) -> None:
+    """A restored folder has the database, its logs and checkpoint; the stand-in's db.json
+    (what Exchange keeps in Active Directory) is rebuilt from the database header."""
+    edb = next(path.glob("*.edb"))
+    with open(edb, "rb") as fh:
+        page = fh.read(64 * 1024)
+    length = struct.unpack_from("<I", page, PAGE_HEADER.size)[0]
+    header = json.loads(page[PAGE_HEADER.size + 4 : PAGE_HEADER.size + 4 + length])
+    meta = {
+        "name": edb.stem,
+        "guid": header["guid"],
+        "signature": header["signature"],
+        "page_size": header["page_size"],
+        "log_size": header["log_size"],
+        "circular_logging": False,
+        "mounted": False,
+        "recovery": False,
+        "active": True,
+    }
+    _write_json(path / "db.json", meta)
+    (path / "snapshots").mkdir(exist_ok=True)
+
+
 def soft_recovery(path: Path, database: str, upto: int | None) -> dict[str, Any]:
     """eseutil /r: replay logs from the checkpoint (up to ``upto``) into the database, then
     check every page and mark the header clean. The restored folder holds db.json, the
     database, logs/ and E00.chk as the agent wrote them."""
+    if not (path / "db.json").exists():
+        _meta_from_header(path, database)
     store = Store(path)
+    header = store.header()
     start = store.checkpoint()
     gens = [g for g in store.generations() if upto is None or g <= upto]
     gens = [g for g in gens if g >= start]
@@ -807,7 +839,7 @@ def soft_recovery(path: Path, database: str, upto: int | None) -> dict[str, Any]
             if got_no != number or crc != page_crc(page):
                 raise CheckFailed(f"restored page {number} is damaged", {"page": number})
         last = gens[-1] if gens else start - 1
-        store.write_header(fh, {"signature": store.meta["signature"], "state": "clean"})
+        store.write_header(fh, dict(header, state="clean"))
     store.write_checkpoint(last + 1)
     state = {"generation": last + 1, "seq": 0, "records": 0, "offset": LOG_HEADER_SIZE}
     store.new_log(last + 1)
@@ -817,6 +849,7 @@ def soft_recovery(path: Path, database: str, upto: int | None) -> dict[str, Any]
         "records_applied": applied,
         "state": "clean",
         "pages": count,
+        "state_digest": store.state_digest(),
     }
 
 

@@ -13,7 +13,13 @@ from app.domain.jobs import JobKind
 from app.domain.protection import CopyLocation, RestorePointStatus
 from app.jobs.context import JobContext, JobResult, PermanentError
 from app.jobs.handlers import register
-from app.protection import array_restore, mailbox_restore, restore_new_vm, restore_repository
+from app.protection import (
+    agent_restore,
+    array_restore,
+    mailbox_restore,
+    restore_new_vm,
+    restore_repository,
+)
 from app.protection.vcenter_access import for_job
 
 MODES = ("revert", restore_repository.MODE)
@@ -24,6 +30,8 @@ def run_restore(ctx: JobContext) -> JobResult:
         return mailbox_restore.run(ctx)
     if array_restore.handles(ctx):
         return array_restore.run_array_restore(ctx)
+    if agent_restore.handles(ctx):
+        return agent_restore.run(ctx)
     mode = ctx.params.get("mode", "revert")
     if mode == restore_repository.MODE:
         return restore_repository.run_disk_restore(ctx)
@@ -73,6 +81,8 @@ def cleanup_restore(ctx: JobContext, leftovers: list[dict]) -> None:
     restore_repository.cleanup_disk_restore(ctx, leftovers)
     array_restore.cleanup_array_restore(ctx, leftovers)
     restore_new_vm.cleanup(ctx, leftovers)
+    if agent_restore.handles(ctx):
+        agent_restore.cleanup(ctx, leftovers)
 
 
 # No capability for the kind as a whole: each restore job names what it needs (vCenter, an

@@ -19,7 +19,7 @@ from app.db.types import utcnow
 from app.domain.connections import ConnectionKind
 from app.domain.jobs import JobKind, JobState
 from app.domain.protection import CopyLocation, RestoreRefused
-from app.protection import array_restore, restore_new_vm
+from app.protection import agent_restore, array_restore, restore_new_vm
 from app.security.roles import Permission
 
 router = APIRouter(prefix=API_PREFIX, tags=["jobs"])
@@ -94,6 +94,12 @@ def _confirm_restore(session: Session, point: RestorePoint, params: dict) -> Non
     server = session.get(ExchangeServer, point.server_id) if point.server_id else None
     if server is None:
         raise invalid("the restore point's server no longer exists", "restore_point_id")
+    if agent_restore.is_agent_point(point):
+        try:
+            agent_restore.confirm(point, params)
+        except RestoreRefused as exc:
+            raise invalid(str(exc), "params") from exc
+        return
     if array_restore.is_array_point(point):
         try:
             array_restore.confirm(point, server.name, params)
@@ -147,7 +153,9 @@ def create_job(body: JobCreate, session: DbSession, principal: Reader):
         point = session.get(RestorePoint, body.restore_point_id)
         server_id = point.server_id
         capabilities = ["vcenter"]  # VM restores work through vCenter (power, revert, upload)
-        if array_restore.is_array_point(point):
+        if agent_restore.is_agent_point(point):
+            capabilities = [agent_restore.CAPABILITY]  # through the guest's agent instead
+        elif array_restore.is_array_point(point):
             capabilities.append(array_restore.CAPABILITY)  # and a proxy that reaches the array
     job = Job(
         kind=body.kind,
