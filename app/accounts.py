@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from app.audit import Actor, record
 from app.db.models import ApiToken, User
 from app.db.types import utcnow
+from app.security import sessions
 from app.security.passwords import hash_password
 from app.security.roles import Role
 from app.security.tokens import new_token
@@ -61,8 +62,10 @@ def create_token(
 
 
 def reset_password(session: Session, actor: Actor, user: User, password: str) -> None:
-    """An administrator sets a new password (the owner is not asked for the old one)."""
+    """An administrator sets a new password (the owner is not asked for the old one); every
+    session of that user ends, as after a reset in the dashboard or the API."""
     user.password_hash = hash_password(password)
+    sessions.end_all(user)
     record(session, actor, "user.password_reset", "user", user.id, username=user.username)
 
 

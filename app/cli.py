@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import typer
 
-from app import remote_commands
+from app import logs, remote_commands
 from app.audit import Actor
 from app.config import get_settings
 from app.jobs.cli import worker_command
@@ -80,9 +79,7 @@ def serve(
     from app.main import create_app
 
     settings = get_settings()
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure(settings.log_level, settings.log_format)
     host = host or settings.host
     port = port or settings.port
     tls = settings.tls_files()
@@ -99,6 +96,8 @@ def serve(
         host=host,
         port=port,
         log_level="info",
+        # JSON logs: uvicorn's loggers go through ours instead of its own text format.
+        log_config=None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG,
         proxy_headers=True,
         ssl_certfile=str(tls[0]) if tls else None,
         ssl_keyfile=str(tls[1]) if tls else None,

@@ -10,6 +10,7 @@ import os
 import secrets
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -38,6 +39,8 @@ class Settings(BaseSettings):
     login_max_failures: int = 5
     login_window_s: int = 300
     log_level: str = "INFO"
+    # "text" for people, "json" for log shippers (one object a line).
+    log_format: Literal["text", "json"] = "text"
     # The worker `bulwark serve` runs in-process: its name and what it can reach.
     worker_name: str | None = None
     worker_capabilities: list[str] = ["vcenter", "array", "mail", "agent"]

@@ -33,7 +33,7 @@ from app.api.routes import (
     users,
 )
 from app.config import Settings, get_settings
-from app.metrics import HttpMetrics
+from app.metrics import HttpMetrics, ProtectionCollector
 from app.state import Runtime
 from app.web import routes as web
 
@@ -82,6 +82,7 @@ def create_app(settings: Settings | None = None, *, background_jobs: bool = Fals
     )
     app.state.runtime = runtime
     app.state.registry = CollectorRegistry()
+    app.state.registry.register(ProtectionCollector(runtime.db))
     problems.install(app)
 
     for module in (

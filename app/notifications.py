@@ -106,13 +106,36 @@ class Notifier:
             return False
 
     # -- what to send -----------------------------------------------------------------------
-    def sweep(self, session: Session, now: datetime) -> int:
-        """Send what is owed; returns how many notices went out."""
-        owed = (
-            self._failed_jobs(session, now)
-            + self._rpo_breaches(session, now)
-            + self._damaged_points(session, now)
-        )
+    def sweep(
+        self,
+        session: Session,
+        now: datetime,
+        failures: list[tuple[Policy, str, str]] | None = None,
+    ) -> int:
+        """Send what is owed; returns how many notices went out.
+
+        ``failures`` are (policy, what failed, error) the caller met (the scheduler's
+        per-policy work). Each source, and each policy within one, is isolated: one policy
+        that cannot be evaluated is reported as such and never silences the others.
+        """
+        failures = list(failures or [])
+        owed: list[tuple[Policy, Notice]] = []
+        for source in (self._failed_jobs, self._rpo_breaches, self._damaged_points):
+            try:
+                with session.begin_nested():
+                    owed += source(session, now, failures)
+            except Exception as exc:
+                log.exception("notifications: %s failed", source.__name__)
+                record(
+                    session,
+                    SYSTEM,
+                    "notification.sweep_failed",
+                    "notification",
+                    source.__name__.strip("_"),
+                    outcome="failure",
+                    error=f"{type(exc).__name__}: {exc}"[:500],
+                )
+        owed += [self._failure_notice(session, *failure) for failure in failures]
         sent_keys = set(
             session.scalars(
                 select(AuditEvent.object_id).where(
@@ -141,7 +164,42 @@ class Notifier:
                 count += 1
         return count
 
-    def _failed_jobs(self, session: Session, now: datetime) -> list[tuple[Policy, Notice]]:
+    def _failure_notice(
+        self, session: Session, policy: Policy, what: str, error: str
+    ) -> tuple[Policy, Notice]:
+        """A policy that could not be evaluated: recorded once in the audit log, sent once."""
+        digest = hashlib.sha256(f"{what}\n{error}".encode()).hexdigest()[:16]
+        key = f"policy-failed:{policy.id}:{digest}"
+        seen = session.scalar(
+            select(AuditEvent.id)
+            .where(AuditEvent.action == "policy.failure", AuditEvent.object_id == key)
+            .limit(1)
+        )
+        if seen is None:
+            log.error("policy %s: %s failed: %s", policy.name, what, error)
+            record(
+                session,
+                SYSTEM,
+                "policy.failure",
+                "notification",
+                key,
+                outcome="failure",
+                policy=policy.name,
+                what=what,
+                error=error[:500],
+            )
+        text = f"policy '{policy.name}': {what} failed and is skipped until fixed: {error}"
+        return policy, Notice(
+            "policy.failed",
+            key,
+            f"policy '{policy.name}' cannot be evaluated",
+            text,
+            {"policy": policy.name, "what": what, "error": error},
+        )
+
+    def _failed_jobs(
+        self, session: Session, now: datetime, failures: list | None = None
+    ) -> list[tuple[Policy, Notice]]:
         rows = session.execute(
             select(Job, Policy)
             .join(Policy, Job.policy_id == Policy.id)
@@ -169,7 +227,9 @@ class Notifier:
             )
         return out
 
-    def _damaged_points(self, session: Session, now: datetime) -> list[tuple[Policy, Notice]]:
+    def _damaged_points(
+        self, session: Session, now: datetime, failures: list | None = None
+    ) -> list[tuple[Policy, Notice]]:
         """Restore points a verify found damaged (notified with failures)."""
         rows = session.execute(
             select(RestorePoint, Policy)
@@ -207,14 +267,22 @@ class Notifier:
             )
         return out
 
-    def _rpo_breaches(self, session: Session, now: datetime) -> list[tuple[Policy, Notice]]:
+    def _rpo_breaches(
+        self, session: Session, now: datetime, failures: list | None = None
+    ) -> list[tuple[Policy, Notice]]:
         """Targets whose newest restore point is older than the policy's objective: its RPO,
         or for a cron policy the longest gap of its schedule (as the overview measures it)."""
         policies = session.scalars(select(Policy).where(Policy.enabled.is_(True))).all()
         memo: dict[str, float | None] = {}
-        objectives = {
-            p.id: objective_s(p.rpo_minutes, p.schedule_cron, now, memo) for p in policies
-        }
+        objectives: dict[int, float | None] = {}
+        for p in policies:
+            try:
+                objectives[p.id] = objective_s(p.rpo_minutes, p.schedule_cron, now, memo)
+            except Exception as exc:
+                objectives[p.id] = None
+                (failures if failures is not None else []).append(
+                    (p, "the RPO check", f"{type(exc).__name__}: {exc}")
+                )
         policies = [
             p
             for p in policies

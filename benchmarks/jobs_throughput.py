@@ -129,7 +129,7 @@ def instrument_adapter(timers: Timers) -> None:
     # Jobs open sessions through app.inventory.vcenter.open_client, which calls
     # vsphere.connect through the package attribute: wrapped above. Logout, and the check of
     # a pooled session before a job reuses it:
-    import app.protection.vcenter_access as access_module
+    import app.protection.bindings.vcenter as access_module
 
     vsphere.VSphereClient.close = timers.timed("vcenter", vsphere.VSphereClient.close)
     access_module._alive = timers.timed("vcenter", access_module._alive)
@@ -137,7 +137,7 @@ def instrument_adapter(timers: Timers) -> None:
 
 def instrument_engine(timers: Timers, worker: Worker) -> None:
     """Wrap the engine's calls, for the breakdown of the engine's time per job."""
-    import app.protection.backup as backup_module
+    import app.protection.handlers.backup as backup_module
 
     engine = worker.engine
     for name, label in (

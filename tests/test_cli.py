@@ -160,6 +160,8 @@ def test_user_list_reset_password_token_list_and_revoke(settings, monkeypatch):
     )
     r = runner.invoke(cli, ["user", "list"])
     assert r.exit_code == 0 and "bob" in r.output and "auditor" in r.output, r.output
+    with Database(settings.database_url).session() as s:
+        epoch_before = s.scalar(select(User.session_epoch).where(User.username == "bob"))
     r = runner.invoke(
         cli, ["user", "reset-password", "bob"], env={"BULWARK_NEW_USER_PASSWORD": "second-pass-22"}
     )
@@ -170,6 +172,7 @@ def test_user_list_reset_password_token_list_and_revoke(settings, monkeypatch):
     with db.session() as s:
         bob = s.scalar(select(User).where(User.username == "bob"))
         assert verify_password(bob.password_hash, "second-pass-22")
+        assert bob.session_epoch != epoch_before  # a reset ends the user's sessions
         row = s.scalar(select(ApiToken).where(ApiToken.name == "night-shift"))
         assert token.startswith(row.prefix)
     r = runner.invoke(cli, ["token", "list"])

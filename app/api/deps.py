@@ -15,6 +15,7 @@ from app.api.problems import Problem
 from app.audit import Actor
 from app.db.models import ApiToken, User
 from app.db.types import utcnow
+from app.security import sessions
 from app.security.roles import Permission, Role, role_allows
 from app.security.tokens import TOKEN_PREFIX, hash_token
 from app.state import Runtime
@@ -84,11 +85,12 @@ def _from_token(request: Request, session: Session, token: str) -> Principal:
 
 
 def session_user(request: Request, session: Session) -> User | None:
-    user_id = request.session.get("user_id")
+    """The user the session cookie belongs to, if it still does (see app.security.sessions)."""
+    user_id = request.session.get(sessions.USER_KEY)
     if user_id is None:
         return None
-    user = session.get(User, user_id)
-    if user is None or not user.is_active:
+    user = session.get(User, user_id) if isinstance(user_id, int) else None
+    if user is None or not user.is_active or not sessions.belongs_to(request.session, user):
         request.session.clear()
         return None
     return user

@@ -15,7 +15,7 @@ from app.audit import record
 from app.db.models import ArchiveMessage, Job
 from app.domain.jobs import JobKind
 from app.mailboxes import restore as mrestore
-from app.protection import mailbox_restore
+from app.protection.restores import mailbox as mailbox_restore
 from app.repository import ChunkDamaged, RepositoryError, open_repository
 from app.security.roles import Permission
 

@@ -7,7 +7,7 @@ import bisect
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from croniter import croniter
+from croniter import CroniterError, croniter
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,10 @@ def schedule_interval_s(expr: str | None, now: datetime) -> float | None:
     if not expr or not croniter.is_valid(expr):
         return None
     it = croniter(expr, now)
-    times = [it.get_next(datetime) for _ in range(9)]
+    try:
+        times = [it.get_next(datetime) for _ in range(9)]
+    except CroniterError:  # a stored schedule with no next run (see app.domain.schedules)
+        return None
     return max((b - a).total_seconds() for a, b in zip(times, times[1:], strict=False))
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import signal
 import socket
 
@@ -43,6 +42,7 @@ def worker_command(
     """Run a worker (a proxy) that claims and runs jobs until interrupted."""
     from sqlalchemy import inspect
 
+    from app import logs
     from app.config import get_settings
     from app.jobs.background import BackgroundJobs
     from app.jobs.handlers import load_handlers
@@ -51,9 +51,7 @@ def worker_command(
     from app.state import Runtime
 
     settings = get_settings()
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure(settings.log_level, settings.log_format)
     limits, defaults = _parse_limits(limit)
     runtime = Runtime.from_settings(settings, pre_ping=False)
     if not inspect(runtime.db.engine).has_table("jobs"):

@@ -33,11 +33,11 @@ CleanupFn = Callable[["JobContext", list[dict[str, Any]]], None]
 
 # Modules that register the product's handlers when imported; the worker imports them.
 HANDLER_MODULES: tuple[str, ...] = (
-    "app.protection.backup",
-    "app.protection.restore",
-    "app.protection.sync",
-    "app.protection.verify",
-    "app.protection.expire",
+    "app.protection.handlers.backup",
+    "app.protection.handlers.restore",
+    "app.inventory.sync_job",
+    "app.protection.handlers.verify",
+    "app.protection.handlers.expire",
 )
 
 

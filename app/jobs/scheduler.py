@@ -33,6 +33,7 @@ from app.db.session import Database
 from app.db.types import utcnow
 from app.domain.connections import ConnectionKind
 from app.domain.jobs import EventLevel, JobKind, JobState
+from app.domain.schedules import schedule_problem
 from app.notifications import Notifier
 
 log = logging.getLogger(__name__)
@@ -124,9 +125,9 @@ class Scheduler:
         """When the policy is due: (scheduled_for, note) or None."""
         if policy.schedule_cron:
             expr = policy.schedule_cron.strip()
-            if not croniter.is_valid(expr):
-                log.error("policy %s: invalid cron expression %r", policy.name, expr)
-                return None
+            problem = schedule_problem(expr, now)
+            if problem:  # stored before validation said so; reported by tick()
+                raise ValueError(problem)
             last = self._last_scheduled(session, policy) or policy.created_at or now
             found = self._cron_due(expr, last, now)
             if found is None:
@@ -246,14 +247,17 @@ class Scheduler:
             policies = session.scalars(
                 select(Policy).where(Policy.enabled.is_(True)).order_by(Policy.id)
             ).all()
+            failures: list[tuple[Policy, str, str]] = []
             for policy in policies:
                 try:
                     with session.begin_nested():
                         found = self.due(session, policy, now)
                         if found is not None:
                             created += self._make_jobs(session, policy, *found, now)
-                except Exception:
+                except Exception as exc:
+                    # Isolated: the others are scheduled, and the notifier reports this one.
                     log.exception("policy %s: scheduling failed", policy.name)
+                    failures.append((policy, "scheduling", f"{type(exc).__name__}: {exc}"))
             if self.resync_minutes:
                 created += self._schedule_syncs(session, now)
             if self.repository_upkeep:
@@ -261,7 +265,7 @@ class Scheduler:
             if self.notifier is not None:
                 try:
                     with session.begin_nested():
-                        self.notifier.sweep(session, now)
+                        self.notifier.sweep(session, now, failures)
                 except Exception:
                     log.exception("sending notifications failed")
         if created:
@@ -299,8 +303,8 @@ class Scheduler:
         return created
 
     def _schedule_repository_upkeep(self, session: Session, now: datetime) -> list[int]:
-        from app.protection.expire import schedule_expiry
-        from app.protection.verify import schedule_verification
+        from app.protection.handlers.expire import schedule_expiry
+        from app.protection.handlers.verify import schedule_verification
 
         expire_every, verify_every, sample = self.repository_upkeep
         created = []
@@ -323,6 +327,6 @@ class Scheduler:
 
 def _default_template() -> JobTemplate:
     # The protection layer knows what each method needs; imported late, it imports us.
-    from app.protection.backup import job_template
+    from app.protection.handlers.backup import job_template
 
     return job_template

@@ -36,6 +36,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# Failures that point at Bulwark's own code rather than at what it talks to.
+PROGRAMMING_ERRORS = (AttributeError, NameError, TypeError, KeyError, IndexError, AssertionError)
+
 
 def _result_record(result: JobResult | None) -> dict:
     """What is kept of a handler's result on the job row (``jobs.result``)."""
@@ -321,8 +324,16 @@ class Worker:
         except PermanentError as exc:
             outcome = ("fatal", exc)
         except Exception as exc:
+            # An outside system saying no (vCenter, the array, the repository) is one line; a
+            # traceback is kept for what looks like a bug in Bulwark itself.
             log.warning(
-                "job %s (%s) attempt %d failed", job.id, job.kind, job.attempt, exc_info=True
+                "job %s (%s) attempt %d failed: %s: %s",
+                job.id,
+                job.kind,
+                job.attempt,
+                type(exc).__name__,
+                exc,
+                exc_info=isinstance(exc, PROGRAMMING_ERRORS),
             )
             if ctx.lease_lost:
                 outcome = ("lost", None)

@@ -59,7 +59,7 @@ def _permanent(message: str) -> Exception:
 
 
 def open_job_array(ctx: Any, connection_id: int) -> arrays.ArrayDriver:
-    from app.protection.array_volumes import open_driver
+    from app.protection.bindings.arrays import open_driver
 
     with ctx.db.session() as session:
         conn = session.get(Connection, connection_id)
@@ -87,7 +87,7 @@ class ArraySnapshot(VmSnapshot):
         super().quiesce(run)
 
     def _locate(self, run: BackupRun) -> None:
-        from app.protection.array_volumes import VolumesNotFound, database_volumes, open_driver
+        from app.protection.bindings.arrays import VolumesNotFound, database_volumes, open_driver
 
         target = run.target
         if target.database_id is None:
@@ -332,8 +332,8 @@ class ArraySnapshot(VmSnapshot):
             candidates = live[keep:]
             if not candidates:
                 return []
-            from app.protection.catalog import retire_copies
-            from app.protection.holds import holds_by_point
+            from app.protection.catalog.copies import retire_copies
+            from app.protection.catalog.holds import holds_by_point
 
             holds = holds_by_point(session, candidates)
             now, expired, drivers = utcnow(), [], {}
@@ -346,7 +346,7 @@ class ArraySnapshot(VmSnapshot):
                 if not is_bulwark_snapshot(name):
                     continue  # never delete a snapshot Bulwark did not take
                 if copy.connection_id not in drivers:
-                    from app.protection.array_volumes import open_driver
+                    from app.protection.bindings.arrays import open_driver
 
                     drivers[copy.connection_id] = open_driver(
                         session.get(Connection, copy.connection_id)

@@ -13,7 +13,7 @@ import time
 import pytest
 from sqlalchemy import select
 
-import app.protection.backup as backup_module
+import app.protection.handlers.backup as backup_module
 from app.adapters import vsphere
 from app.db.models import Job, RestorePoint
 from app.domain.protection import ProtectionMethod

@@ -23,7 +23,7 @@ from app.api.deps import DbSession, Reader, require, runtime
 from app.api.problems import Problem, not_found
 from app.audit import Actor, record
 from app.db.models import Agent, AgentTask, ExchangeServer
-from app.protection import agents as svc
+from app.protection.bindings import agents as svc
 from app.repository import ChunkDamaged, Repository, RepositoryError, open_repository
 from app.security.roles import Permission
 from app.tls import fingerprint

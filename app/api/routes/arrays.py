@@ -23,7 +23,7 @@ from app.audit import record
 from app.db.models import ArrayVolume, Connection
 from app.db.types import utcnow
 from app.domain.connections import ConnectionKind, ConnectionStatus
-from app.protection.array_volumes import lun_matches, open_driver, store_volumes
+from app.protection.bindings.arrays import lun_matches, open_driver, store_volumes
 from app.security.roles import Permission
 
 router = APIRouter(prefix=API_PREFIX + "/arrays", tags=["arrays"])

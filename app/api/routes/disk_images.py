@@ -21,7 +21,7 @@ from app.api.schemas.common import Input
 from app.api.schemas.jobs import JobOut
 from app.audit import record
 from app.db.models import RestorePoint
-from app.protection.restore_repository import (
+from app.protection.restores.disk import (
     RestoreRefused,
     find_disk_image,
     queue_disk_restore,

@@ -19,7 +19,9 @@ from app.db.types import utcnow
 from app.domain.connections import ConnectionKind
 from app.domain.jobs import JobKind, JobState
 from app.domain.protection import CopyLocation, RestoreRefused
-from app.protection import agent_restore, array_restore, restore_new_vm
+from app.protection.restores import agent as agent_restore
+from app.protection.restores import array as array_restore
+from app.protection.restores import new_vm as restore_new_vm
 from app.security.roles import Permission
 
 router = APIRouter(prefix=API_PREFIX, tags=["jobs"])

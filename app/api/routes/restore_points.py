@@ -18,7 +18,7 @@ from app.db.models import RestorePoint
 from app.db.types import utcnow
 from app.domain.protection import ProtectionMethod, RestorePointStatus, Verification
 from app.domain.retention import removal_blocker
-from app.protection.holds import holds_by_point
+from app.protection.catalog.holds import holds_by_point
 from app.security.roles import Permission
 
 router = APIRouter(prefix=API_PREFIX + "/restore-points", tags=["restore points"])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from sqlalchemy import func, select
 
 from app.accounts import AccountError, create_user
@@ -13,6 +13,7 @@ from app.api.problems import Problem, conflict, invalid, not_found
 from app.api.schemas.users import PasswordChange, UserCreate, UserOut, UserUpdate
 from app.audit import record
 from app.db.models import User
+from app.security import sessions
 from app.security.passwords import hash_password, verify_password
 from app.security.roles import Permission, Role
 
@@ -49,11 +50,17 @@ def me(session: DbSession, principal: CurrentPrincipal):
 
 
 @router.post("/me/password", status_code=204, summary="Change my password")
-def change_password(body: PasswordChange, session: DbSession, principal: CurrentPrincipal):
+def change_password(
+    request: Request, body: PasswordChange, session: DbSession, principal: CurrentPrincipal
+):
     user = _get_user(session, principal.user_id)
     if not verify_password(user.password_hash, body.current_password.get_secret_value()):
         raise Problem(403, "the current password is wrong", type_="/problems/forbidden")
     user.password_hash = hash_password(body.new_password.get_secret_value())
+    # Whoever else holds a session (a copied cookie) is out; this browser stays signed in.
+    sessions.end_all(user)
+    if principal.via == "session":
+        sessions.start(request.session, user)
     record(session, principal.actor, "user.password_change", "user", user.id)
     return Response(status_code=204)
 
@@ -112,8 +119,18 @@ def update_user(user_id: int, body: UserUpdate, session: DbSession, principal=Ad
     if body.password is not None:
         user.password_hash = hash_password(body.password.get_secret_value())
         fields.append("password")
+    if body.password is not None or "role" in changes or changes.get("is_active") is False:
+        sessions.end_all(user)
     record(session, principal.actor, "user.update", "user", user.id, fields=fields)
     return user
+
+
+@router.delete("/users/{user_id}/sessions", status_code=204, summary="End a user's sessions")
+def end_user_sessions(user_id: int, session: DbSession, principal=Admin):
+    user = _get_user(session, user_id)
+    sessions.end_all(user)
+    record(session, principal.actor, "user.sessions_end", "user", user.id)
+    return Response(status_code=204)
 
 
 @router.delete("/users/{user_id}", status_code=204, summary="Delete a user")

@@ -3,11 +3,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from croniter import croniter
 from pydantic import AnyHttpUrl, EmailStr, Field, SecretStr, field_validator, model_validator
 
 from app.api.schemas.common import Input, LongText, Name, Output
 from app.domain.protection import Consistency, ProtectionMethod, RestoreCapability
+from app.domain.schedules import schedule_problem
 
 NotifyOn = Literal["failure", "rpo_breach"]
 WebhookSecret = Annotated[SecretStr, Field(min_length=16, max_length=256)]
@@ -24,8 +24,9 @@ class TargetOut(Output):
 
 
 def _check_cron(value: str | None) -> str | None:
-    if value is not None and not croniter.is_valid(value):
-        raise ValueError(f"'{value}' is not a valid cron expression (e.g. '0 2 * * *')")
+    problem = schedule_problem(value) if value is not None else None
+    if problem:
+        raise ValueError(problem)
     return value
 
 

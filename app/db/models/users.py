@@ -10,10 +10,13 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from app.db.base import Base, Timestamped
 from app.db.types import StrEnumType, UTCDateTime, utcnow
 from app.security.roles import Role
+from app.security.sessions import new_epoch
 
 
 class User(Timestamped, Base):
     __tablename__ = "users"
+    # Ids are never handed out twice, so nothing keyed by a deleted user's id reaches another.
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(primary_key=True)
     username: Mapped[str] = mapped_column(String(64), unique=True)
@@ -22,6 +25,8 @@ class User(Timestamped, Base):
     role: Mapped[Role] = mapped_column(StrEnumType(Role))
     is_active: Mapped[bool] = mapped_column(default=True)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Compared with the session cookie on every request (see app.security.sessions).
+    session_epoch: Mapped[str] = mapped_column(String(64), default=new_epoch)
 
     tokens: Mapped[list[ApiToken]] = relationship(
         back_populates="user", cascade="all, delete-orphan"

@@ -15,8 +15,8 @@ from app.api.routes.restore_points import get_point
 from app.api.schemas.jobs import JobCreate
 from app.db.models import ArrayVolume, ExchangeDatabase, ExchangeServer
 from app.domain.jobs import JobKind
-from app.protection import array_restore
-from app.protection.array_volumes import lun_matches, open_driver
+from app.protection.bindings.arrays import lun_matches, open_driver
+from app.protection.restores import array as array_restore
 from app.security.roles import Permission
 from app.web.context import Form, signed_in
 from app.web.errors import WebRoute

@@ -8,6 +8,7 @@ from starlette.responses import RedirectResponse, Response
 from app.api.deps import check_csrf, client_ip, runtime, session_user
 from app.api.problems import Problem
 from app.audit import Actor, record
+from app.security import sessions
 from app.security.signin import SignInRefused, sign_in
 from app.web.context import Form, presented_csrf, safe_next
 from app.web.errors import WebRoute
@@ -103,10 +104,7 @@ def login_submit(request: Request, form: Form) -> Response:
                 error=message[:1].upper() + message[1:] + ".",
                 status_code=401,
             )
-        user_id = user.id
-    # A new session: the old CSRF token (and anything else) does not carry over.
-    request.session.clear()
-    request.session["user_id"] = user_id
+        sessions.start(request.session, user)
     return RedirectResponse(target, status_code=303)
 
 
@@ -123,6 +121,8 @@ def logout(request: Request, form: Form) -> Response:
                 "user",
                 user.id,
             )
+            # A copy of this cookie (or any other session of the user) ends here too.
+            sessions.end_all(user)
     request.session.clear()
     flash(request, "You are signed out.", "info")
     return RedirectResponse("/login", status_code=303)

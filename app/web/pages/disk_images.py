@@ -9,7 +9,7 @@ from starlette.responses import RedirectResponse, Response
 
 from app.api.routes.restore_points import get_point
 from app.db.models import ExchangeServer, RestorePoint
-from app.protection.restore_repository import RestoreRefused, find_disk_image, queue_disk_restore
+from app.protection.restores.disk import RestoreRefused, find_disk_image, queue_disk_restore
 from app.security.roles import Permission
 from app.web.context import Ctx, Form, signed_in
 from app.web.errors import WebRoute

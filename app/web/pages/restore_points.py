@@ -27,7 +27,7 @@ from app.db.models import (
 from app.db.types import utcnow
 from app.domain.jobs import JobKind
 from app.domain.protection import Consistency, CopyLocation, RestorePointStatus, Verification
-from app.protection.holds import holds_by_point
+from app.protection.catalog.holds import holds_by_point
 from app.security.roles import Permission
 from app.web.context import Ctx, Form, signed_in
 from app.web.errors import WebRoute

@@ -32,7 +32,7 @@ from app.db.models import (
     VirtualMachine,
 )
 from app.domain.protection import DatabaseLayout, layout_for_backing
-from app.protection.holds import holds_by_point
+from app.protection.catalog.holds import holds_by_point
 from app.security.roles import Permission
 from app.web.context import Ctx, Form, signed_in
 from app.web.errors import WebRoute

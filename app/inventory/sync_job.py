@@ -10,7 +10,7 @@ from app.inventory import sync
 from app.inventory.vcenter import open_client
 from app.jobs.context import JobContext, JobResult, PermanentError
 from app.jobs.handlers import register
-from app.protection.vcenter_access import job_secrets
+from app.protection.bindings.vcenter import job_secrets
 
 
 def run_sync(ctx: JobContext) -> JobResult:

@@ -25,8 +25,8 @@ from app.audit import Actor, record
 from app.db.models import Connection, ExchangeServer, RestorePoint
 from app.domain.protection import CopyLocation, ProtectionMethod, RestorePointStatus, RestoreRefused
 from app.jobs.context import JobContext, JobResult, PermanentError
-from app.protection.array_volumes import open_driver, store_volumes
-from app.protection.vcenter_access import for_job
+from app.protection.bindings.arrays import open_driver, store_volumes
+from app.protection.bindings.vcenter import for_job
 from app.repository.connection import open_job_repository
 
 MODES = ("revert", "clone", "volume")

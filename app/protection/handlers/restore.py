@@ -13,14 +13,12 @@ from app.domain.jobs import JobKind
 from app.domain.protection import CopyLocation, RestorePointStatus
 from app.jobs.context import JobContext, JobResult, PermanentError
 from app.jobs.handlers import register
-from app.protection import (
-    agent_restore,
-    array_restore,
-    mailbox_restore,
-    restore_new_vm,
-    restore_repository,
-)
-from app.protection.vcenter_access import for_job
+from app.protection.bindings.vcenter import for_job
+from app.protection.restores import agent as agent_restore
+from app.protection.restores import array as array_restore
+from app.protection.restores import disk as restore_repository
+from app.protection.restores import mailbox as mailbox_restore
+from app.protection.restores import new_vm as restore_new_vm
 
 MODES = ("revert", restore_repository.MODE)
 

@@ -28,7 +28,7 @@ from app.domain.jobs import JobKind
 from app.domain.protection import CopyLocation, RestorePointStatus, Verification
 from app.jobs.context import JobContext, JobResult, PermanentError
 from app.jobs.handlers import register
-from app.protection.expire import _schedule_per_repository
+from app.protection.handlers.expire import _schedule_per_repository
 from app.repository import Repository, RepositoryError
 from app.repository.backend import ObjectMissing
 from app.repository.connection import open_job_repository

@@ -39,7 +39,7 @@ from app.domain.protection import (
     RestorePointStatus,
 )
 from app.jobs.context import JobCancelled, JobContext, JobResult, PermanentError
-from app.protection import agents as svc
+from app.protection.bindings import agents as svc
 from app.repository import Manifest
 from app.repository.connection import open_job_repository
 from app.repository.store import image_hash

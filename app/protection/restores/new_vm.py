@@ -18,7 +18,7 @@ from app.db.models import ExchangeServer, RestorePoint
 from app.domain.jobs import EventLevel
 from app.domain.protection import CopyLocation, RestorePointStatus, RestoreRefused
 from app.jobs.context import JobContext, JobResult, PermanentError
-from app.protection.vcenter_access import for_job
+from app.protection.bindings.vcenter import for_job
 
 MODE = "new_vm"
 LEFTOVER = "new_vm"

@@ -31,10 +31,10 @@ from app.domain.protection import CopyLocation, ProtectionMethod, RestorePointSt
 from app.domain.retention import removal_blocker
 from app.jobs.context import JobContext, JobResult, PermanentError
 from app.jobs.handlers import register
-from app.protection import agent_backup, mailbox_backup
-from app.protection.catalog import retire_copies
-from app.protection.holds import holds_by_point
-from app.protection.vcenter_access import JobVCenterAccess, for_job
+from app.protection.bindings.vcenter import JobVCenterAccess, for_job
+from app.protection.catalog.copies import retire_copies
+from app.protection.catalog.holds import holds_by_point
+from app.protection.handlers import agent_backup, mailbox_backup
 from app.strategies.array_snapshot import ArraySnapshot
 from app.strategies.base import BackupRun, BackupStrategy, PolicySpec, TargetSpec
 from app.strategies.declarations import DECLARATIONS
@@ -42,8 +42,8 @@ from app.strategies.vm_image import VmImage
 from app.strategies.vm_snapshot import VmSnapshot, is_bulwark_snapshot
 
 # Methods run as strategy steps (quiesce → snapshot → resume → copy). Mailbox backups go
-# over IMAP instead (app.protection.mailbox_backup); the in-guest agent stream does not exist
-# yet and fails with a clear message.
+# over IMAP instead (app.protection.handlers.mailbox_backup), the in-guest agent stream
+# through the server's agent (app.protection.handlers.agent_backup).
 STRATEGIES: dict[ProtectionMethod, type[BackupStrategy]] = {
     ProtectionMethod.VMFS_SNAPSHOT: VmSnapshot,
     ProtectionMethod.VM_IMAGE: VmImage,

@@ -13,8 +13,8 @@ from app.audit import Actor, record
 from app.db.models import RestorePoint
 from app.domain.protection import ProtectionMethod, RestorePointStatus, RestoreRefused
 from app.jobs.context import JobContext, JobResult, PermanentError
-from app.protection import agent_backup
-from app.protection import agents as svc
+from app.protection.bindings import agents as svc
+from app.protection.handlers import agent_backup
 from app.repository.connection import open_job_repository
 
 MODES = {"agent_original": "original", "agent_path": "path", "agent_recovery": "recovery"}

@@ -31,7 +31,7 @@ from app.audit import Actor, record
 from app.db.models import ExchangeServer, RestorePoint
 from app.domain.protection import CopyLocation, RestorePointStatus, RestoreRefused
 from app.jobs.context import JobContext, JobResult, PermanentError
-from app.protection.vcenter_access import for_job
+from app.protection.bindings.vcenter import for_job
 from app.repository.connection import open_job_repository
 
 MODE = "disk"

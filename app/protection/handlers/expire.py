@@ -31,8 +31,8 @@ from app.domain.protection import CopyLocation
 from app.domain.retention import keep_by_schedule, removal_blocker
 from app.jobs.context import JobContext, JobResult, PermanentError
 from app.jobs.handlers import register
-from app.protection.catalog import retire_copies
-from app.protection.holds import holds_by_point
+from app.protection.catalog.copies import retire_copies
+from app.protection.catalog.holds import holds_by_point
 from app.repository import Repository, RepositoryError
 from app.repository.connection import open_job_repository
 from app.repository.gc import GRACE_S, GcReport, collect_garbage

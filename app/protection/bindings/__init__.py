@@ -1,0 +1,1 @@
+"""Bindings to the adapters: open vCenter and array clients from catalog rows."""

@@ -1,0 +1,1 @@
+"""The catalog's rules about restore points and their copies."""

@@ -1,0 +1,1 @@
+"""Restore modes: one module each, run by the restore job handler."""
