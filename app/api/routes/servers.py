@@ -184,10 +184,38 @@ def delete_server(server_id: int, session: DbSession, principal=Manager):
 
 
 def _options_for(
-    layout: DatabaseLayout, scope: str, log_layout: DatabaseLayout | None = None
+    layout: DatabaseLayout,
+    scope: str,
+    log_layout: DatabaseLayout | None = None,
+    unavailable: dict[str, str] | None = None,
 ) -> list[MethodAdvice]:
     declarations = [d for d in DECLARATIONS.values() if d.scope == scope]
-    return [MethodAdvice.model_validate(o) for o in advise(declarations, layout, log_layout)]
+    return [
+        MethodAdvice.model_validate(o)
+        for o in advise(declarations, layout, log_layout, unavailable)
+    ]
+
+
+def agent_unavailable(session: Session, server: ExchangeServer) -> dict[str, str]:
+    """Why the agent stream cannot run on this server now: no agent, or an offline one."""
+    from app.protection.bindings.agents import agent_of, is_online
+
+    agent = agent_of(session, server.id)
+    if agent is not None and agent.revoked_at is None and is_online(agent):
+        return {}
+    if agent is None or agent.revoked_at is not None:
+        why = (
+            f"no agent is enrolled on {server.name}: create an enrollment code on this "
+            "server's page, install Bulwark in the guest and run 'bulwark agent enroll "
+            "--url … --code …', then start the agent service"
+        )
+    else:
+        seen = f"{agent.last_seen_at:%Y-%m-%d %H:%M} UTC" if agent.last_seen_at else "never"
+        why = (
+            f"the agent on {server.name} is offline (last seen {seen}): start the Bulwark "
+            "agent service in the guest"
+        )
+    return {"agent_stream": why}
 
 
 def log_layouts(session: Session, database_ids: Iterable[int]) -> dict[int, DatabaseLayout]:
@@ -222,6 +250,7 @@ def log_layouts(session: Session, database_ids: Iterable[int]) -> dict[int, Data
 def server_advice(server_id: int, session: DbSession, _: Reader):
     server = get_server(session, server_id)
     logs = log_layouts(session, (db.id for db in server.databases))
+    unavailable = agent_unavailable(session, server)
     return ServerAdvice(
         server_id=server.id,
         server=server.name,
@@ -232,7 +261,7 @@ def server_advice(server_id: int, session: DbSession, _: Reader):
                 database_id=db.id,
                 name=db.name,
                 layout=db.layout,
-                options=_options_for(db.layout, "database", logs.get(db.id)),
+                options=_options_for(db.layout, "database", logs.get(db.id), unavailable),
             )
             for db in server.databases
         ],

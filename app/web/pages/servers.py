@@ -13,6 +13,7 @@ from starlette.datastructures import FormData
 from starlette.responses import RedirectResponse, Response
 
 from app.api.problems import Problem
+from app.api.routes.agent import agent_status, new_enrollment
 from app.api.routes.servers import SORTABLE as SERVER_SORTABLE
 from app.api.routes.servers import (
     add_database,
@@ -113,6 +114,7 @@ def _server_page(
     server: ExchangeServer,
     forms: dict[Any, FormState] | None = None,
     status_code: int = 200,
+    enrollment: Any = None,
 ) -> Response:
     vm = vm_of(ctx, server)
     # The API's advisor: which methods fit each database's layout, and why the others not.
@@ -169,6 +171,8 @@ def _server_page(
             "revertible": {p.id for p in points if revertible(p)},
             "databases": {d.id: d.name for d in server.databases},
             "policy_names": {p.id: p.name for p in policies},
+            "agent": agent_status(ctx.session, server.id),
+            "enrollment": enrollment,
         },
         user=ctx.user,
         status_code=status_code,
@@ -179,6 +183,15 @@ def _server_page(
 def server_detail(request: Request, server_id: int) -> Response:
     with signed_in(request) as ctx:
         return _server_page(ctx, get_server(ctx.session, server_id))
+
+
+@router.post("/servers/{server_id}/agent/enroll")
+def agent_enroll(request: Request, server_id: int, form: Form) -> Response:
+    """A one-time code, shown once on the page with the command to run in the guest."""
+    with signed_in(request, Permission.MANAGE_CONNECTIONS, form=form, check_form=True) as ctx:
+        server = get_server(ctx.session, server_id)
+        enrollment = new_enrollment(request, ctx.session, server.id, ctx.principal)
+        return _server_page(ctx, server, enrollment=enrollment)
 
 
 def _optional_key(form: FormData, name: str, state: FormState) -> int | None:
