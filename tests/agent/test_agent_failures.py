@@ -137,10 +137,12 @@ def test_an_agent_credential_opens_only_the_agents_routes_of_its_own_server(serv
     # Another server's task is not there for this agent.
     policy = agent_policy(service, other, "agent-s2")
     job_id = run_backup(service, other, policy)  # queued for EXCH-S2, whose agent is not running
-    time.sleep(1.0)
+    deadline = time.monotonic() + 60
+    while service.ok("GET", f"/api/v1/jobs/{job_id}")["state"] == "queued":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    time.sleep(1.0)  # the job has queued EXCH-S2's task by now
     assert agent.get("/api/v1/agent/work?wait=0").status_code == 204
-    tasks = service.ok("GET", f"/api/v1/jobs/{job_id}")
-    assert tasks["state"] in ("running", "failed")
     for task_id in range(1, 40):
         r = agent.post(f"/api/v1/agent/tasks/{task_id}/failed", json={"error": "x"})
         assert r.status_code == 404
