@@ -79,6 +79,98 @@ def previous_point(session, policy_id: int, server_id: int, database_id: int):
     )
 
 
+def _dag_entry(session, server: ExchangeServer, database: str) -> dict[str, Any] | None:
+    agent = svc.agent_of(session, server.id)
+    for entry in (agent.inventory or {}).get("databases", []) if agent else []:
+        if entry.get("name") == database:
+            return entry
+    return None
+
+
+def one_per_dag_database(session, targets: list[Any]) -> list[Any]:
+    """A policy-wide run backs up each DAG database once, whichever members it names."""
+    seen: set[tuple[str, str]] = set()
+    kept = []
+    for t in targets:
+        server = session.get(ExchangeServer, t.server_id)
+        database = session.get(ExchangeDatabase, t.database_id) if t.database_id else None
+        entry = _dag_entry(session, server, database.name) if server and database else None
+        key = (entry or {}).get("dag")
+        if key and database is not None:
+            if (key, database.name) in seen:
+                continue
+            seen.add((key, database.name))
+        kept.append(t)
+    return kept
+
+
+def choose_source(
+    session, policy: Policy, server: ExchangeServer, database: str
+) -> tuple[ExchangeServer, str | None]:
+    """Which server's copy to back up: the target itself, or for a DAG database the copy the
+    policy prefers (a healthy passive one, falling back to the active by default), on a
+    member whose agent is online. A member whose last backup of it failed goes last."""
+    entry = _dag_entry(session, server, database)
+    if not entry or not entry.get("dag") or not entry.get("copies"):
+        return server, None
+    copies = entry["copies"]
+    members = {
+        s.name: s
+        for s in session.scalars(
+            select(ExchangeServer).where(ExchangeServer.name.in_([c["server"] for c in copies]))
+        )
+    }
+
+    def usable(copy: dict[str, Any]) -> bool:
+        member = members.get(copy["server"])
+        return (
+            member is not None
+            and bool(copy.get("healthy"))
+            and svc.is_online(svc.agent_of(session, member.id))
+            and any(d.name == database for d in member.databases)
+        )
+
+    # The last run's source drops to the end of the order when that run failed.
+    failed_last: set[int] = set()
+    for t in session.scalars(
+        select(AgentTask).where(AgentTask.kind == "backup").order_by(AgentTask.id.desc()).limit(50)
+    ):
+        if t.params.get("policy_id") == policy.id and t.params.get("database") == database:
+            if t.state == p.FAILED:
+                failed_last.add(t.server_id)
+            break
+    preferred = list(policy.dag_preferred or [])
+
+    def rank(copy: dict[str, Any]):
+        member = members[copy["server"]]
+        where = preferred.index(copy["server"]) if copy["server"] in preferred else len(preferred)
+        return (
+            member.id in failed_last,
+            where,
+            copy.get("copy_queue", 0) + copy.get("replay_queue", 0),
+        )
+
+    passives = sorted((c for c in copies if not c.get("active") and usable(c)), key=rank)
+    actives = [c for c in copies if c.get("active") and usable(c)]
+    order = {"active": actives, "passive": passives}.get(policy.dag_source, passives + actives)
+    if not order:
+        states = ", ".join(
+            f"{c['server']} ({'active' if c.get('active') else 'passive'}"
+            f"{'' if c.get('healthy') else ', failed'})"
+            for c in copies
+        )
+        raise PermanentError(
+            f"no copy of {database} in DAG {entry['dag']} fits the policy's backup source "
+            f"'{policy.dag_source}' on a member with an online agent: {states}"
+        )
+    pick = order[0]
+    kind = "active" if pick.get("active") else "passive"
+    why = f"DAG {entry['dag']}: backing up the {kind} copy on {pick['server']}"
+    if kind == "active" and policy.dag_source == "passive_first":
+        why += " (no healthy passive copy on a member with an online agent)"
+    return members[pick["server"]], why
+
+
 def run(ctx: JobContext) -> JobResult:
     with ctx.db.session() as session:
         policy = session.get(Policy, ctx.policy_id)
@@ -96,6 +188,9 @@ def run(ctx: JobContext) -> JobResult:
                 f"no agent is enrolled on {server.name}: create an enrollment code on the "
                 "server's page and run 'bulwark agent enroll' in the guest"
             )
+        source, source_why = choose_source(session, policy, server, database.name)
+        if source.id != server.id:
+            agent = svc.agent_of(session, source.id)
         if not svc.is_online(agent):
             raise PermanentError(
                 f"the agent on {server.name} is offline (last seen {agent.last_seen_at}); "
@@ -112,8 +207,10 @@ def run(ctx: JobContext) -> JobResult:
                     "base_point": prev.id,
                     "chain_length": d.get("chain_length", 1),
                 }
-        names = (server.name, database.name, policy.id, policy.repository_id)
-    server_name, db_name, policy_id, repository_id = names
+        names = (source.name, database.name, policy.id, policy.repository_id, source.id)
+    server_name, db_name, policy_id, repository_id, source_id = names
+    if source_why:
+        ctx.event(source_why)
     repo = open_job_repository(ctx, repository_id)
     ctx.step("snapshot", f"asking the agent on {server_name} to back up {db_name}")
     writer = repo._begin_writer(None)  # GC spares what the agent sends until we are done
@@ -121,11 +218,12 @@ def run(ctx: JobContext) -> JobResult:
     with ctx.db.session() as session:
         task = svc.create_task(
             session,
-            ctx.server_id,
+            source_id,
             ctx.job_id,
             "backup",
             {
                 "database": db_name,
+                "policy_id": policy_id,
                 "logs_after": level_params["logs_after"],
                 "chain": level_params["chain"],
                 "repository_id": repository_id,
@@ -137,13 +235,14 @@ def run(ctx: JobContext) -> JobResult:
         task_id = task.id
     ctx.add_leftover({"kind": "agent_task", "task": task_id})
     try:
-        task = _follow(ctx, task_id, until=(p.COPIED,))
+        task = _follow(ctx, task_id, until=(p.COPIED,), server_id=source_id)
         ctx.step("catalog")
+        level_params["source_server"] = server_name
         point_id, manifests = _catalog(ctx, repo, task, policy_id, level_params, writer)
         with ctx.db.session() as session:
             svc.move(session, task_id, (p.COPIED,), p.DURABLE)
         ctx.step("truncate", "restore point durable: the agent completes the backup")
-        task = _follow(ctx, task_id, until=(p.DONE,), after_durable=True)
+        task = _follow(ctx, task_id, until=(p.DONE,), after_durable=True, server_id=source_id)
     finally:
         repo._end_writer(writer)
     truncation = task.report.get("truncation") if task.state == p.DONE else None
@@ -165,7 +264,12 @@ def run(ctx: JobContext) -> JobResult:
 
 
 def _follow(
-    ctx: JobContext, task_id: int, *, until: tuple[str, ...], after_durable: bool = False
+    ctx: JobContext,
+    task_id: int,
+    *,
+    until: tuple[str, ...],
+    after_durable: bool = False,
+    server_id: int | None = None,
 ) -> AgentTask:
     """Wait for the task to reach ``until``; fail it when the job is cancelled or the agent
     falls silent. A failure before durable means no restore point."""
@@ -196,7 +300,7 @@ def _follow(
             raise PermanentError("the agent task was cancelled")
         ctx.progress(bytes_done=task.bytes_done)
         with ctx.db.session() as session:
-            agent = svc.agent_of(session, ctx.server_id)
+            agent = svc.agent_of(session, server_id or ctx.server_id)
             last = max(
                 t for t in (agent.last_seen_at if agent else None, task.heartbeat_at, started) if t
             )
@@ -270,6 +374,7 @@ def _catalog(ctx, repo, task: AgentTask, policy_id: int, level: dict, writer: st
         "check": report.get("check"),
         "manifests": manifests,
         "database": task.params["database"],
+        "source_server": level.get("source_server"),
         "sent_chunks": report.get("sent_chunks"),
         "log_state_at_backup": report.get("log_state"),
     }

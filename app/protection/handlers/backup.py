@@ -107,7 +107,10 @@ def dispatch(ctx: JobContext) -> JobResult:
             )
         }
         children = []
-        for t in policy.targets:
+        targets = list(policy.targets)
+        if policy.method == ProtectionMethod.AGENT_STREAM:
+            targets = agent_backup.one_per_dag_database(session, targets)
+        for t in targets:
             children.append(
                 Job(
                     kind=JobKind.BACKUP,
