@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 RUN_STAMP := $(VENV)/.installed-run
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-sqlite test-postgresql lint format system-deps lab clean
+.PHONY: run demo test test-sqlite test-postgresql lint format system-deps lab clean
 
 $(RUN_STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,12 +21,20 @@ $(STAMP): $(RUN_STAMP)
 run: $(RUN_STAMP)
 	$(VENV)/bin/bulwark serve
 
+# The vSphere lab and a Dovecot with sample mailboxes, already registered (scripts/demo.py).
+demo: $(RUN_STAMP) system-deps
+	$(PY) scripts/demo.py $(DEMO_ARGS)
+
 system-deps:
 	bash scripts/system-deps.sh
 
-lab: $(STAMP)
+lab:
 	bash lab/build.sh
-	lab/bin/bulwark-lab --listen 127.0.0.1:8989
+	@echo "vCenter for the connection form: host 127.0.0.1, port 8989,"
+	@echo "  user administrator@vsphere.local, password lab-password-1,"
+	@echo "  guest account CORP\\backup / guest-password-1; trust its certificate when asked"
+	lab/bin/bulwark-lab --listen 127.0.0.1:8989 --password lab-password-1 \
+		--guest-password guest-password-1
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check app tests benchmarks migrations

@@ -24,7 +24,14 @@ from sqlalchemy.orm import Session
 
 from app.audit import SYSTEM, record
 from app.config import Settings
-from app.db.models import AuditEvent, ExchangeServer, Job, Policy, RestorePoint
+from app.db.models import (
+    AuditEvent,
+    ExchangeServer,
+    Job,
+    Policy,
+    RestorePoint,
+    RestorePointCopy,
+)
 from app.domain.jobs import JobState
 from app.domain.protection import RestorePointStatus, Verification
 from app.domain.rpo import objective_s
@@ -37,7 +44,7 @@ LOOKBACK = timedelta(days=1)
 
 @dataclass
 class Notice:
-    event: str  # job.failed | rpo.breach
+    event: str  # job.failed | rpo.breach | restore_point.damaged | restore_point.unavailable
     key: str  # what makes it the same notice twice (recorded in the audit log)
     subject: str
     text: str
@@ -120,7 +127,12 @@ class Notifier:
         """
         failures = list(failures or [])
         owed: list[tuple[Policy, Notice]] = []
-        for source in (self._failed_jobs, self._rpo_breaches, self._damaged_points):
+        for source in (
+            self._failed_jobs,
+            self._rpo_breaches,
+            self._damaged_points,
+            self._unavailable_points,
+        ):
             try:
                 with session.begin_nested():
                     owed += source(session, now, failures)
@@ -260,6 +272,51 @@ class Notifier:
                         "restore_point.damaged",
                         f"damaged:{point.id}:{point.verified_at.isoformat()}"[:64],
                         f"restore point {point.id} is damaged",
+                        text,
+                        {"restore_point_id": point.id, "policy": policy.name},
+                    ),
+                )
+            )
+        return out
+
+    def _unavailable_points(
+        self, session: Session, now: datetime, failures: list | None = None
+    ) -> list[tuple[Policy, Notice]]:
+        """Restore points left with no copy by snapshots deleted outside Bulwark (notified
+        with failures): the operator believed they could restore from them."""
+        rows = session.execute(
+            select(RestorePoint, Policy)
+            .join(Policy, RestorePoint.policy_id == Policy.id)
+            .where(
+                RestorePoint.status == RestorePointStatus.UNAVAILABLE,
+                RestorePoint.id.in_(
+                    select(RestorePointCopy.restore_point_id).where(
+                        RestorePointCopy.gone_at >= now - LOOKBACK
+                    )
+                ),
+            )
+        ).all()
+        out = []
+        for point, policy in rows:
+            if "failure" not in policy.notify_on:
+                continue
+            how = "; ".join(
+                f"{c.location.value} {c.reference} {c.gone_reason}"
+                for c in point.copies
+                if c.gone_at is not None
+            )
+            text = (
+                f"restore point {point.id} ({policy.name}, captured "
+                f"{point.captured_at:%Y-%m-%d %H:%M} UTC) is unavailable: every copy is gone "
+                f"({how})"
+            )
+            out.append(
+                (
+                    policy,
+                    Notice(
+                        "restore_point.unavailable",
+                        f"unavailable:{point.id}",
+                        f"restore point {point.id} is unavailable",
                         text,
                         {"restore_point_id": point.id, "policy": policy.name},
                     ),

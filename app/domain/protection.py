@@ -53,6 +53,12 @@ class RestorePointStatus(StrEnum):
     AVAILABLE = "available"
     EXPIRED = "expired"
     DAMAGED = "damaged"
+    # Every copy was found gone outside Bulwark (not expired by it): nothing restores from it.
+    UNAVAILABLE = "unavailable"
+
+
+# Statuses of a restore point with no copy left: counted nowhere as protection.
+WITHOUT_COPIES = frozenset({RestorePointStatus.EXPIRED, RestorePointStatus.UNAVAILABLE})
 
 
 class Verification(StrEnum):
@@ -63,6 +69,8 @@ class Verification(StrEnum):
 
 class RestoreRefused(ValueError):
     """A restore cannot be done as asked; the message says why, for the operator (API: 422)."""
+
+    permanent = True  # a job meeting it fails at once: asking again gets the same answer
 
 
 BACKING_LAYOUT = {

@@ -45,6 +45,8 @@ class SyncSummary:
     servers_discovered: list[str] = field(default_factory=list)
     databases_mapped: int = 0
     problems: list[str] = field(default_factory=list)
+    # Snapshots restore points named that vCenter or an array no longer has.
+    copies_gone: list[str] = field(default_factory=list)
 
 
 def _chunks(rows: list[dict], size: int = _BATCH):
@@ -236,6 +238,14 @@ def sync_connection(
     session.get(Connection, connection_id).last_synced_at = utcnow()
     session.flush()
     discover_exchange_servers(session, connection_id, summary, actor)
+    # The catalog is checked against the same read (imported here: protection builds on
+    # the inventory, not the other way round).
+    from app.protection.catalog import reconcile
+
+    summary.copies_gone = reconcile.vm_snapshots(session, connection_id, inventory)
+    found, problems = reconcile.array_snapshots(session)
+    summary.copies_gone += found
+    summary.problems += problems
     record(
         session,
         actor,
@@ -245,5 +255,6 @@ def sync_connection(
         vms=summary.vms,
         disks=summary.disks,
         discovered=summary.servers_discovered,
+        copies_gone=len(summary.copies_gone),
     )
     return summary

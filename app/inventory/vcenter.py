@@ -23,6 +23,15 @@ def open_client(conn: Connection, secrets: SecretBox) -> vsphere.VSphereClient:
     )
 
 
+def fix_for(conn: Connection, exc: BaseException) -> str | None:
+    """Where the operator fixes what ``exc`` says about ``conn`` (a dashboard path)."""
+    if isinstance(exc, vsphere.CertificateUntrusted):
+        return f"/connections/{conn.id}/trust"
+    if isinstance(exc, vsphere.AuthenticationFailed):
+        return f"/connections/{conn.id}"
+    return None
+
+
 @dataclass
 class TestResult:
     ok: bool

@@ -34,7 +34,23 @@ class LeaseLost(Exception):  # noqa: N818
 
 
 class PermanentError(Exception):
-    """A failure that retrying cannot fix (bad input, missing object): no more attempts."""
+    """A failure that retrying cannot fix (bad input, missing object): no more attempts.
+
+    ``fix`` is where the operator fixes it (a dashboard path, e.g. the connection's trust
+    page), when there is such a place; the failed job carries it in ``result["fix"]``.
+    """
+
+    def __init__(self, message: str = "", *, fix: str | None = None):
+        super().__init__(message)
+        self.fix = fix
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """True for failures another attempt cannot change: :class:`PermanentError`, and errors
+    of adapters and the domain that say so with ``permanent = True`` (a missing object, an
+    untrusted or changed certificate, a refused confirmation). Everything else (timeouts,
+    connection resets, a busy datastore) is worth another attempt."""
+    return isinstance(exc, PermanentError) or bool(getattr(exc, "permanent", False))
 
 
 @dataclass

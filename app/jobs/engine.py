@@ -744,9 +744,16 @@ class JobEngine:
         )
 
     def fail(
-        self, job_id: int, worker_name: str, error: str, *, retry: bool = True
+        self,
+        job_id: int,
+        worker_name: str,
+        error: str,
+        *,
+        retry: bool = True,
+        fix: str | None = None,
     ) -> JobState | None:
         """End an attempt with ``error``: requeue with backoff while attempts remain.
+        ``fix`` (where the operator fixes the cause) is kept in ``result["fix"]``.
 
         Returns the state the job is left in, or None when this worker no longer owns it.
         """
@@ -764,6 +771,8 @@ class JobEngine:
             now = self.clock()
             job.error = error
             job.lease_expires_at = None
+            if fix:
+                job.result = {"fix": fix}
             if retry and job.attempts < job.max_attempts and not job.cancel_requested:
                 delay = self.backoff(job.attempts)
                 job.state = JobState.QUEUED

@@ -26,6 +26,7 @@ from app.jobs.context import (
     JobResult,
     LeaseLost,
     PermanentError,
+    is_permanent,
 )
 from app.jobs.engine import ClaimedJob, JobEngine
 from app.jobs.handlers import Handler, HandlerRegistry
@@ -341,6 +342,10 @@ class Worker:
                 outcome = ("released", exc)
             elif ctx.cancel_requested:
                 outcome = ("cancelled", exc)
+            elif is_permanent(exc):
+                # A missing object or an untrusted certificate stays so: failing at once
+                # says why now, not after every retry and its backoff.
+                outcome = ("fatal", exc)
             else:
                 outcome = ("error", exc)
 
@@ -375,7 +380,8 @@ class Worker:
             note = f" (handler stopped with {_describe(value)})" if value else ""
             return JobState.CANCELLED if engine.cancel(job.id, name, "cancelled" + note) else None
         if kind == "fatal":
-            return engine.fail(job.id, name, _describe(value), retry=False)
+            fix = getattr(value, "fix", None)
+            return engine.fail(job.id, name, _describe(value), retry=False, fix=fix)
         return engine.fail(job.id, name, _describe(value), retry=True)
 
     def _cleanup(self, ctx: JobContext, handler: Handler, why: str) -> str | None:

@@ -125,6 +125,7 @@ TONES: dict[str, str] = {
     Verification.DAMAGED: "bad",
     RestorePointStatus.AVAILABLE: "ok",
     RestorePointStatus.EXPIRED: "muted",
+    RestorePointStatus.UNAVAILABLE: "bad",
     "success": "ok",
     "warning": "warn",
     "breached": "bad",
@@ -150,6 +151,7 @@ ALL: dict[str, str] = {
     ConnectionStatus.UNTESTED: "Untested",
     RestorePointStatus.AVAILABLE: "Available",
     RestorePointStatus.EXPIRED: "Expired",
+    RestorePointStatus.UNAVAILABLE: "Unavailable",
 }
 
 

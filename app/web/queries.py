@@ -24,6 +24,7 @@ from app.db.types import utcnow
 from app.domain.connections import ConnectionStatus
 from app.domain.jobs import JobState
 from app.domain.protection import (
+    WITHOUT_COPIES,
     CopyLocation,
     DatabaseLayout,
     RestorePointStatus,
@@ -55,7 +56,7 @@ def overview_counts(session: Session) -> dict[str, Any]:
     policies = _grouped(session, Policy.enabled)
     jobs = _grouped(session, Job.state, Job.created_at >= since)
     points = _grouped(
-        session, RestorePoint.verification, RestorePoint.status != RestorePointStatus.EXPIRED
+        session, RestorePoint.verification, RestorePoint.status.notin_(WITHOUT_COPIES)
     )
     return {
         "connections": _ordered(connections, ConnectionStatus),

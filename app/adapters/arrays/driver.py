@@ -33,12 +33,16 @@ class ArrayUnavailable(ArrayError):
 
 
 class VolumeNotFound(ArrayError):
+    permanent = True  # another attempt finds it missing too
+
     def __init__(self, array: str, naa_id: str):
         self.naa_id = naa_id
         super().__init__(f"array {array} has no volume {naa_id}")
 
 
 class SnapshotNotFound(ArrayError):
+    permanent = True
+
     def __init__(self, array: str, snapshot_id: str):
         self.snapshot_id = snapshot_id
         super().__init__(f"array {array} has no snapshot {snapshot_id}")

@@ -16,6 +16,8 @@ class AuthenticationFailed(MailError):
 
 
 class CertificateUntrusted(MailError):
+    permanent = True  # a job meeting it fails at once (see app.jobs.context.is_permanent)
+
     def __init__(self, message: str, thumbprint: str | None = None):
         super().__init__(message)
         self.thumbprint = thumbprint

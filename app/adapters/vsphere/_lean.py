@@ -80,16 +80,20 @@ def _custom_values(val: ElementTree.Element) -> list[tuple[int, str]]:
     return out
 
 
-def _snapshot(val: ElementTree.Element) -> tuple[tuple[str, ...], str | None]:
+def _snapshot(
+    val: ElementTree.Element,
+) -> tuple[tuple[str, ...], str | None, tuple[str, ...]]:
     names: list[str] = []
+    morefs: list[str] = []
 
     def walk(nodes: Iterator[ElementTree.Element]) -> None:
         for node in nodes:
             names.append(_child_text(node, "name") or "")
+            morefs.append(_child_text(node, "snapshot") or "")
             walk(node.iterfind(NS + "childSnapshotList"))
 
     walk(val.iterfind(NS + "rootSnapshotList"))
-    return tuple(names), _child_text(val, "currentSnapshot")
+    return tuple(names), _child_text(val, "currentSnapshot"), tuple(morefs)
 
 
 def _disks(val: ElementTree.Element) -> tuple[Any, ...]:

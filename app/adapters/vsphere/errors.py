@@ -10,11 +10,19 @@ from __future__ import annotations
 
 
 class VSphereError(Exception):
-    """Something went wrong talking to vCenter or ESXi. ``str(err)`` is operator-readable."""
+    """Something went wrong talking to vCenter or ESXi. ``str(err)`` is operator-readable.
+
+    ``permanent`` says whether trying again can help: a timeout or a reset connection may
+    pass, a missing object or an untrusted certificate stays until someone acts.
+    """
+
+    permanent = False
 
 
 class AuthenticationFailed(VSphereError):
     """vCenter refused the credentials."""
+
+    permanent = True  # retrying a wrong password only locks the account out
 
     def __init__(self, host: str, port: int, username: str) -> None:
         self.host = host
@@ -43,6 +51,8 @@ class CertificateUntrusted(VSphereError):
     if the certificate could not be fetched a second time to compute it.
     """
 
+    permanent = True
+
     def __init__(self, host: str, port: int, thumbprint: str | None, reason: str) -> None:
         self.host = host
         self.port = port
@@ -57,6 +67,8 @@ class CertificateUntrusted(VSphereError):
 
 class ObjectNotFound(VSphereError):
     """A VM, snapshot or task named by its managed object reference no longer exists."""
+
+    permanent = True
 
     def __init__(self, moref: str, what: str = "object") -> None:
         self.moref = moref

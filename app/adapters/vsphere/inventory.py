@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from pyVmomi import vim
@@ -96,6 +97,7 @@ class VirtualMachine:
     datastores: tuple[str, ...]
     snapshot_names: tuple[str, ...]  # parents before children
     current_snapshot: str | None  # moref
+    snapshot_morefs: tuple[str, ...]  # in the order of snapshot_names
     custom_attributes: Mapping[str, str] = field(hash=False)  # by attribute NAME
     disks: tuple[VirtualDisk, ...] = field(hash=False)
 
@@ -115,6 +117,8 @@ class Inventory:
     hosts: list[Host]
     datastores: list[Datastore]
     vms: list[VirtualMachine]
+    # When the read began: what was created after it may be missing from it, not gone.
+    read_started: datetime | None = field(default=None, compare=False)
 
     def vm_named(self, name: str) -> VirtualMachine | None:
         return next((vm for vm in self.vms if vm.name == name), None)
@@ -227,7 +231,7 @@ def _vm_from(
     """A :class:`VirtualMachine` from normalised properties: morefs as strings, the device list
     as disks, the snapshot tree as (names, current snapshot), custom values as (key, value)."""
     parent = p.get("parent")
-    names, current = p.get("snapshot") or ((), None)
+    names, current, snapshot_morefs = p.get("snapshot") or ((), None, ())
     return VirtualMachine(
         moref=moref,
         name=str(p.get("name")),
@@ -252,6 +256,7 @@ def _vm_from(
         datastores=tuple(p.get("datastore") or ()),
         snapshot_names=tuple(names),
         current_snapshot=current,
+        snapshot_morefs=tuple(snapshot_morefs),
         custom_attributes={
             fields.get(key, str(key)): value for key, value in p.get("customValue") or ()
         },
@@ -271,7 +276,11 @@ def _normalised(p: Mapping[str, Any]) -> dict[str, Any]:
     snapshot = p.get("snapshot")
     if snapshot is not None:
         tree = flatten_tree(snapshot.rootSnapshotList, moref_of(snapshot.currentSnapshot))
-        out["snapshot"] = (tuple(s.name for s in tree), moref_of(snapshot.currentSnapshot))
+        out["snapshot"] = (
+            tuple(s.name for s in tree),
+            moref_of(snapshot.currentSnapshot),
+            tuple(s.moref for s in tree),
+        )
     out["config.hardware.device"] = disks_of(p.get("config.hardware.device"))
     return out
 
@@ -305,10 +314,17 @@ def iter_vms(
 
 def read_inventory(client: Any, page_size: int = DEFAULT_PAGE_SIZE) -> Inventory:
     """The whole inventory, in a handful of round trips (see the module docstring)."""
+    started = datetime.now(UTC)
     with translated_faults(client, "reading the inventory"):
         tree, contents = _read_infrastructure(client, page_size)
         inventory = Inventory(
-            about=client.about, datacenters=[], clusters=[], hosts=[], datastores=[], vms=[]
+            about=client.about,
+            datacenters=[],
+            clusters=[],
+            hosts=[],
+            datastores=[],
+            vms=[],
+            read_started=started,
         )
         for content in contents:
             obj, p = content.obj, props(content)

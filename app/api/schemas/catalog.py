@@ -23,6 +23,9 @@ class CopyOut(Output):
     size_bytes: int
     created_at: datetime
     removed_at: datetime | None
+    # Found missing where it lived (deleted outside Bulwark): when, and how it was found.
+    gone_at: datetime | None = None
+    gone_reason: str | None = None
 
 
 class RestorePointOut(Output):

@@ -72,3 +72,4 @@ class SyncOut(Output):
     servers_discovered: list[str]
     databases_mapped: int
     problems: list[str]
+    copies_gone: list[str] = []

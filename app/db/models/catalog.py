@@ -72,6 +72,10 @@ class RestorePointCopy(Base):
     size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Found missing where it lived (a snapshot deleted outside Bulwark): when, and how it was
+    # found. A gone copy is also removed (``removed_at``), so nothing offers it any more.
+    gone_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    gone_reason: Mapped[str | None] = mapped_column(Text)
 
     restore_point: Mapped[RestorePoint] = relationship(back_populates="copies")
 

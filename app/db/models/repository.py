@@ -23,6 +23,9 @@ class RepositoryUsage(Base):
     # Bytes on the repository's disk (compressed, encrypted) vs bytes the images hold.
     stored_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     logical_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    # The file system (or bucket quota) the repository lives on, measured after each backup.
+    capacity_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    free_bytes: Mapped[int | None] = mapped_column(BigInteger)
     last_gc_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_gc_removed_chunks: Mapped[int] = mapped_column(default=0)
     last_gc_freed_bytes: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -21,7 +21,7 @@ from typing import Any
 from app.adapters import vsphere
 from app.db.models import Connection
 from app.db.session import Database
-from app.inventory.vcenter import open_client
+from app.inventory.vcenter import fix_for, open_client
 from app.jobs.context import JobContext, PermanentError
 from app.security.secrets import SecretBox
 
@@ -142,7 +142,14 @@ class JobVCenterAccess:
         if connection_id not in self._clients:
             conn = self._connection(connection_id)
             key = _session_key(conn)
-            client = self._pool.take(key) or open_client(conn, self._secrets)
+            try:
+                client = self._pool.take(key) or open_client(conn, self._secrets)
+            except vsphere.VSphereError as exc:
+                if not exc.permanent:
+                    raise
+                raise PermanentError(
+                    f"vCenter '{conn.name}': {exc}", fix=fix_for(conn, exc)
+                ) from exc
             self._clients[connection_id] = (key, client)
         return self._clients[connection_id][1]
 

@@ -31,13 +31,52 @@ def retire_copies(
     needed one there. Audited as ``restore_point.expire``."""
     for copy in copies:
         copy.removed_at = now
-    left = [c for c in point.copies if c.removed_at is None]
-    if not left:
+    if not _drop_capabilities(point):
         point.status = RestorePointStatus.EXPIRED
         point.expires_at = now
-    elif not any(c.location in PRIMARY for c in left):
-        primary_only = {c.value for c in DECLARATIONS[point.method].restores_from_primary}
-        point.capabilities = [c for c in point.capabilities if c not in primary_only]
     record(
         session, SYSTEM, "restore_point.expire", "restore_point", point.id, reason=reason, **detail
     )
+
+
+def mark_gone(
+    session: Session,
+    point: RestorePoint,
+    copies: Iterable[RestorePointCopy],
+    *,
+    now: datetime,
+    how: str,
+) -> bool:
+    """Mark ``copies`` gone: found missing where they lived, removed by someone else. The
+    restore point loses the restores they allowed; left with no copy it is unavailable (not
+    expired: nobody decided it, and the operator is told). Audited as
+    ``restore_point.copy_gone``; True when the point became unavailable."""
+    gone = list(copies)
+    for copy in gone:
+        copy.removed_at = copy.gone_at = now
+        copy.gone_reason = how
+    unavailable = not _drop_capabilities(point)
+    if unavailable:
+        point.status = RestorePointStatus.UNAVAILABLE
+        point.capabilities = []
+    record(
+        session,
+        SYSTEM,
+        "restore_point.copy_gone",
+        "restore_point",
+        point.id,
+        copies=[f"{c.location.value} {c.reference}" for c in gone],
+        how=how,
+        unavailable=unavailable,
+    )
+    return unavailable
+
+
+def _drop_capabilities(point: RestorePoint) -> bool:
+    """Drop the restores that needed a copy on primary storage if none is left there;
+    False when no copy at all is left."""
+    left = [c for c in point.copies if c.removed_at is None]
+    if left and not any(c.location in PRIMARY for c in left):
+        primary_only = {c.value for c in DECLARATIONS[point.method].restores_from_primary}
+        point.capabilities = [c for c in point.capabilities if c not in primary_only]
+    return bool(left)

@@ -9,12 +9,17 @@ from __future__ import annotations
 from app.adapters import vsphere
 from app.audit import Actor, record
 from app.db.models import ExchangeServer, RestorePoint
+from app.db.types import utcnow
 from app.domain.jobs import JobKind
 from app.domain.protection import CopyLocation, RestorePointStatus
 from app.jobs.context import JobContext, JobResult, PermanentError
 from app.jobs.handlers import register
 from app.protection.bindings.vcenter import for_job
+<<<<<<< HEAD
 from app.protection.restores import agent as agent_restore
+=======
+from app.protection.catalog.copies import mark_gone
+>>>>>>> main
 from app.protection.restores import array as array_restore
 from app.protection.restores import disk as restore_repository
 from app.protection.restores import mailbox as mailbox_restore
@@ -58,6 +63,18 @@ def run_restore(ctx: JobContext) -> JobResult:
     try:
         ctx.step("revert", f"reverting {name} to snapshot {snapshot} (restore point {point.id})")
         vsphere.revert_snapshot(access.client(connection_id), snapshot)
+    except vsphere.ObjectNotFound as exc:
+        # Deleted outside Bulwark since the last sync: the catalog learns it now, so the
+        # point stops offering the revert (and the operator is told if nothing is left).
+        with ctx.db.session() as session:
+            point = session.get(RestorePoint, point.id)
+            gone = [c for c in point.copies if c.reference == snapshot and c.removed_at is None]
+            if gone:
+                mark_gone(session, point, gone, now=utcnow(), how=f"revert job {ctx.job_id}: {exc}")
+        raise PermanentError(
+            f"restore point {point.id}: its VM snapshot {snapshot} is gone ({exc}); "
+            "the restore point no longer offers a revert"
+        ) from exc
     finally:
         access.close()
     with ctx.db.session() as session:

@@ -26,10 +26,10 @@ from app.db.types import utcnow
 from app.domain.connections import ConnectionKind
 from app.domain.jobs import JobKind
 from app.domain.protection import (
+    WITHOUT_COPIES,
     Consistency,
     ProtectionMethod,
     RestoreCapability,
-    RestorePointStatus,
 )
 from app.security.roles import Permission
 from app.web.actions import start_job
@@ -301,7 +301,7 @@ def policy_detail(request: Request, policy_id: int) -> Response:
         count, newest = ctx.session.execute(
             select(func.count(RestorePoint.id), func.max(RestorePoint.captured_at)).where(
                 RestorePoint.policy_id == policy.id,
-                RestorePoint.status != RestorePointStatus.EXPIRED,
+                RestorePoint.status.notin_(WITHOUT_COPIES),
             )
         ).one()
         repository = (
