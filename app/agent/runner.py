@@ -14,12 +14,14 @@ again, and memory holds a few blocks at most.
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import socket
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,9 @@ from app.agent.protocol import (
 )
 
 log = logging.getLogger("bulwark.agent")
+# Chunks uploaded at once, each on its own connection: the service hashes, compresses and
+# writes one chunk per request, so a few in parallel keep its cores busy.
+UPLOAD_THREADS = 3
 
 
 class Cancelled(Exception):  # noqa: N818 - reads as what happened
@@ -174,6 +179,8 @@ class Backup:
         self.done = 0
         self.sent_chunks = 0
         self._last_progress = 0.0
+        self._local = threading.local()
+        self._clients: list[AgentClient] = []
 
     def run(self) -> None:
         ex = self.agent.exchange
@@ -186,7 +193,11 @@ class Backup:
             except CheckFailed as exc:
                 self.agent.fail(self.task, f"consistency check failed: {exc}", exc.what)
                 return
-            groups = self._stream(snap)
+            try:
+                groups = self._stream(snap)
+            finally:
+                for client in self._clients:
+                    client.close()
             self.client.post(
                 f"{PREFIX}/tasks/{self.id}/copied",
                 {
@@ -249,37 +260,64 @@ class Backup:
     def _send(self, blocks: Iterator[bytes]) -> list[str | None]:
         names: list[str | None] = []
         batch: list[tuple[str, bytes]] = []
-        for data in blocks:
-            if data != bytes(len(data)):
-                d = self.digest(data)
-                names.append(d)
-                batch.append((d, data))
-            else:
-                names.append(None)  # all zero: not stored
-                self.done += len(data)
-            if len(batch) >= BATCH_BLOCKS:
-                self._flush(batch)
-                batch = []
-        if batch:
-            self._flush(batch)
+        zero = bytes(self.block)
+        with ThreadPoolExecutor(UPLOAD_THREADS, thread_name_prefix="upload") as pool:
+            inflight: collections.deque[list[Future]] = collections.deque()
+            for data in blocks:
+                if data != zero[: len(data)]:
+                    d = self.digest(data)
+                    names.append(d)
+                    batch.append((d, data))
+                else:
+                    names.append(None)  # all zero: not stored
+                    self.done += len(data)
+                if len(batch) >= BATCH_BLOCKS:
+                    inflight.append(self._flush(batch, pool))
+                    batch = []
+                    # Two batches in flight: the next is read and hashed while one uploads.
+                    while len(inflight) > 1:
+                        self._finish(inflight.popleft())
+            if batch:
+                inflight.append(self._flush(batch, pool))
+            while inflight:
+                self._finish(inflight.popleft())
         return names
 
-    def _flush(self, batch: list[tuple[str, bytes]]) -> None:
+    def _finish(self, futures: list[Future]) -> None:
+        for fut in futures:
+            fut.result()
+        now = time.monotonic()
+        if now - self._last_progress > 1.0:
+            self._last_progress = now
+            self.agent.progress(self.id, self.done)
+
+    def _client(self) -> AgentClient:
+        """One connection per upload thread (HTTP/1.1 carries one request at a time)."""
+        client = getattr(self._local, "client", None)
+        if client is None:
+            c = self.client
+            client = AgentClient(f"https://{c.host}:{c.port}", c.fingerprint, c.credential)
+            self._local.client = client
+            self._clients.append(client)
+        return client
+
+    def _put(self, digest: str, data: bytes) -> None:
+        self._client().request("PUT", f"{PREFIX}/tasks/{self.id}/chunks/{digest}", raw=data)
+
+    def _flush(self, batch: list[tuple[str, bytes]], pool: ThreadPoolExecutor) -> list[Future]:
         missing = set(
             self.client.post(
                 f"{PREFIX}/tasks/{self.id}/missing", {"digests": [d for d, _ in batch]}
             )["missing"]
         )
+        futures = []
         for digest, data in batch:
             if digest in missing:
-                self.client.request("PUT", f"{PREFIX}/tasks/{self.id}/chunks/{digest}", raw=data)
+                futures.append(pool.submit(self._put, digest, data))
                 self.sent_chunks += 1
                 missing.discard(digest)  # the same block twice in a batch goes once
             self.done += len(data)
-        now = time.monotonic()
-        if now - self._last_progress > 1.0:
-            self._last_progress = now
-            self.agent.progress(self.id, self.done)
+        return futures
 
 
 class Restore:

@@ -15,11 +15,8 @@ from app.domain.protection import CopyLocation, RestorePointStatus
 from app.jobs.context import JobContext, JobResult, PermanentError
 from app.jobs.handlers import register
 from app.protection.bindings.vcenter import for_job
-<<<<<<< HEAD
-from app.protection.restores import agent as agent_restore
-=======
 from app.protection.catalog.copies import mark_gone
->>>>>>> main
+from app.protection.restores import agent as agent_restore
 from app.protection.restores import array as array_restore
 from app.protection.restores import disk as restore_repository
 from app.protection.restores import mailbox as mailbox_restore
