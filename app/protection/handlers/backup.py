@@ -34,7 +34,7 @@ from app.jobs.handlers import register
 from app.protection.bindings.vcenter import JobVCenterAccess, for_job
 from app.protection.catalog.copies import retire_copies
 from app.protection.catalog.holds import holds_by_point
-from app.protection.handlers import agent_backup, mailbox_backup
+from app.protection.handlers import agent_backup, log_truncation, mailbox_backup
 from app.strategies.array_snapshot import ArraySnapshot
 from app.strategies.base import BackupRun, BackupStrategy, PolicySpec, TargetSpec
 from app.strategies.declarations import DECLARATIONS
@@ -260,6 +260,10 @@ def run_backup(ctx: JobContext) -> JobResult | None:
         point_id = _catalog(
             ctx, run, method, retain_days=loaded.retain_days, size=loaded.size_bytes
         )
+        # Only now, with the restore point safe in the catalog, may Exchange truncate.
+        truncation_warning = log_truncation.truncate(ctx, access, target, spec.id, point_id)
+        if truncation_warning:
+            ctx.warning(truncation_warning)
         ctx.step("retain")
         partial = False
         try:
@@ -281,8 +285,9 @@ def run_backup(ctx: JobContext) -> JobResult | None:
         access.close()
     ctx.progress(percent=100)
     return JobResult(
-        partial=partial,
+        partial=partial or bool(truncation_warning),
         message=f"restore point {point_id}"
+        + (f" ({truncation_warning})" if truncation_warning else "")
         + (" (retention on primary storage did not finish)" if partial else ""),
         details={
             "restore_point_id": point_id,
