@@ -132,6 +132,7 @@ class Notifier:
             self._rpo_breaches,
             self._damaged_points,
             self._unavailable_points,
+            self._exchange_logs,
         ):
             try:
                 with session.begin_nested():
@@ -234,6 +235,41 @@ class Notifier:
                         f"{job.kind} job {job.id} failed",
                         text,
                         {"job_id": job.id, "policy": policy.name, "error": job.error},
+                    ),
+                )
+            )
+        return out
+
+    def _exchange_logs(
+        self, session: Session, now: datetime, failures: list | None = None
+    ) -> list[tuple[Policy, Notice]]:
+        """Backups after which Exchange kept its logs, or whose log disk is filling: the
+        databases dismount when it is full, however good the backups are."""
+        rows = session.execute(
+            select(RestorePoint, Policy)
+            .join(Policy, RestorePoint.policy_id == Policy.id)
+            .where(RestorePoint.captured_at >= now - LOOKBACK)
+        ).all()
+        out = []
+        for point, policy in rows:
+            details = point.details or {}
+            warnings = list(details.get("log_warnings") or [])
+            truncation = details.get("truncation")
+            guest = isinstance(truncation, dict) and truncation.get("via") == "guest"
+            if not warnings and guest and not truncation.get("truncated"):
+                warnings.append("Exchange's logs were not truncated after the backup")
+            if not warnings or "failure" not in policy.notify_on:
+                continue
+            text = f"restore point {point.id} of policy '{policy.name}': " + "; ".join(warnings)
+            out.append(
+                (
+                    policy,
+                    Notice(
+                        "exchange.logs",
+                        f"exchange-logs:{point.id}",
+                        f"Exchange logs need attention after restore point {point.id}",
+                        text,
+                        {"restore_point_id": point.id, "policy": policy.name, "warnings": warnings},
                     ),
                 )
             )

@@ -37,6 +37,15 @@ def test_backups_come_from_the_passive_copy_then_fall_back_to_the_active(service
             ("EXCH-D1", True),
             ("EXCH-D2", False),
         }
+        # Snapshot methods on a DAG member: the advisor warns about failover during the stun.
+        advice = service.ok("GET", f"/api/v1/servers/{active.server_id}/advice")
+        options = {o["method"]: o for o in advice["databases"][0]["options"]}
+        assert options["agent_stream"]["applies"] and not options["agent_stream"]["warnings"]
+        [warning] = options["vmfs_snapshot"]["warnings"]
+        for name in ("SameSubnetDelay", "SameSubnetThreshold", "CrossSubnetDelay"):
+            assert name in warning
+        assert "DAG DAG1" in warning
+
         policy = agent_policy(service, active, "agent-dag")
         service.ok(
             "PATCH",

@@ -196,6 +196,33 @@ def _options_for(
     ]
 
 
+DAG_STUN = (
+    "{server} is a member of DAG {dag}: the stun of a VM snapshot (create and remove) can "
+    "stop cluster heartbeats long enough for the DAG to fail the databases over. Check the "
+    "cluster's SameSubnetDelay/SameSubnetThreshold and CrossSubnetDelay/CrossSubnetThreshold "
+    "(Get-Cluster | Format-List *Subnet*) allow for it, or back up a passive copy"
+)
+
+
+def dag_of(session: Session, server: ExchangeServer, database: str) -> str | None:
+    """The DAG the server's agent reports the database in (None without an agent)."""
+    from app.protection.bindings.agents import agent_of
+
+    agent = agent_of(session, server.id)
+    for entry in (agent.inventory or {}).get("databases", []) if agent else []:
+        if entry.get("name") == database and entry.get("dag"):
+            return entry["dag"]
+    return None
+
+
+def _warn_dag(options: list[MethodAdvice], server: str, dag: str | None) -> list[MethodAdvice]:
+    if dag:
+        for o in options:
+            if o.applies and DECLARATIONS[o.method].snapshots_disks:
+                o.warnings.append(DAG_STUN.format(server=server, dag=dag))
+    return options
+
+
 def agent_unavailable(session: Session, server: ExchangeServer) -> dict[str, str]:
     """Why the agent stream cannot run on this server now: no agent, or an offline one."""
     from app.protection.bindings.agents import agent_of, is_online
@@ -261,7 +288,11 @@ def server_advice(server_id: int, session: DbSession, _: Reader):
                 database_id=db.id,
                 name=db.name,
                 layout=db.layout,
-                options=_options_for(db.layout, "database", logs.get(db.id), unavailable),
+                options=_warn_dag(
+                    _options_for(db.layout, "database", logs.get(db.id), unavailable),
+                    server.name,
+                    dag_of(session, server, db.name),
+                ),
             )
             for db in server.databases
         ],
