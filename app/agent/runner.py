@@ -141,10 +141,11 @@ class Agent:
         except (AgentHttpError, OSError) as exc:
             log.error("could not report the failure of task %s: %s", task["id"], exc)
 
-    def progress(self, task_id: int, done: int, message: str = "") -> None:
-        reply = self.client.post(
-            f"{PREFIX}/tasks/{task_id}/progress", {"bytes_done": done, "message": message}
-        )
+    def progress(self, task_id: int, done: int, message: str = "", sent: int | None = None) -> None:
+        body: dict[str, Any] = {"bytes_done": done, "message": message}
+        if sent is not None:
+            body["bytes_sent"] = sent
+        reply = self.client.post(f"{PREFIX}/tasks/{task_id}/progress", body)
         if reply and reply.get("cancel"):
             raise Cancelled()
 
@@ -178,6 +179,7 @@ class Backup:
         self.block = int(self.params["block_size"])
         self.done = 0
         self.sent_chunks = 0
+        self.sent_bytes = 0
         self._last_progress = 0.0
         self._local = threading.local()
         self._clients: list[AgentClient] = []
@@ -211,6 +213,9 @@ class Backup:
                     },
                     "log_state": ex.log_state(snap.database).to_json(),
                     "sent_chunks": self.sent_chunks,
+                    "sent_bytes": self.sent_bytes,
+                    "reconnects": self.client.reconnects
+                    + sum(c.reconnects for c in self._clients),
                 },
             )
             state = self._wait_durable()
@@ -289,7 +294,7 @@ class Backup:
         now = time.monotonic()
         if now - self._last_progress > 1.0:
             self._last_progress = now
-            self.agent.progress(self.id, self.done)
+            self.agent.progress(self.id, self.done, sent=self.sent_bytes)
 
     def _client(self) -> AgentClient:
         """One connection per upload thread (HTTP/1.1 carries one request at a time)."""
@@ -315,6 +320,7 @@ class Backup:
             if digest in missing:
                 futures.append(pool.submit(self._put, digest, data))
                 self.sent_chunks += 1
+                self.sent_bytes += len(data)
                 missing.discard(digest)  # the same block twice in a batch goes once
             self.done += len(data)
         return futures
@@ -364,30 +370,66 @@ class Restore:
         return written
 
     def _write_group(self, group: dict[str, Any], files: list[dict], folder: Path) -> None:
-        """Each block fetched once (several logs share one) and cut into the files it holds."""
+        """Each block fetched once (several logs share one), a few ahead of the writing, and
+        cut into the files it holds."""
         bs = int(group["block_size"])
+        needed: list[int] = []
+        for f in files:
+            for index in range(f["offset"] // bs, -(-(f["offset"] + f["size"]) // bs)):
+                if not needed or needed[-1] != index:
+                    needed.append(index)
+        blocks = self._fetch_ahead(group, needed, bs)
+        current: tuple[int, bytes] | None = None
         for f in files:
             start, end = f["offset"], f["offset"] + f["size"]
             with open(folder / f["name"], "wb") as out:
                 for index in range(start // bs, -(-end // bs)):
-                    data = self._block(group, index, bs)
+                    if current is None or current[0] != index:
+                        current = next(blocks)
+                    data = current[1]
                     lo = max(start, index * bs) - index * bs
                     hi = min(end, index * bs + len(data)) - index * bs
                     out.write(data[lo:hi])
                     self.done += hi - lo
 
-    def _block(self, group: dict[str, Any], index: int, bs: int) -> bytes:
-        cached = getattr(self, "_cached", None)
-        if cached is not None and cached[0] == (id(group), index):
-            return cached[1]
-        digest = group["blocks"][index]
-        if digest is None:
-            data = bytes(min(bs, group["size"] - index * bs))
-        else:
-            _, data = self.client.request(
+    def _fetch_ahead(self, group: dict[str, Any], needed: list[int], bs: int):
+        local = threading.local()
+        clients: list[AgentClient] = []
+
+        def fetch(index: int) -> tuple[int, bytes]:
+            digest = group["blocks"][index]
+            if digest is None:
+                return index, bytes(min(bs, group["size"] - index * bs))
+            client = getattr(local, "client", None)
+            if client is None:
+                c = self.client
+                client = local.client = AgentClient(
+                    f"https://{c.host}:{c.port}", c.fingerprint, c.credential
+                )
+                clients.append(client)
+            _, data = client.request(
                 "GET", f"{PREFIX}/tasks/{self.id}/chunks/{digest}", accept_raw=True
             )
             if self.digest(data) != digest:
                 raise ExchangeError(f"block {index} arrived damaged (hash mismatch)")
-        self._cached = ((id(group), index), data)
-        return data
+            return index, data
+
+        with ThreadPoolExecutor(UPLOAD_THREADS, thread_name_prefix="download") as pool:
+            pending: collections.deque[Future] = collections.deque()
+            todo = iter(needed)
+            try:
+                for index in todo:
+                    pending.append(pool.submit(fetch, index))
+                    if len(pending) >= 2 * UPLOAD_THREADS:
+                        break
+                while pending:
+                    got = pending.popleft().result()
+                    nxt = next(todo, None)
+                    if nxt is not None:
+                        pending.append(pool.submit(fetch, nxt))
+                    yield got
+            finally:
+                for fut in pending:
+                    fut.cancel()
+                for client in clients:
+                    client.close()

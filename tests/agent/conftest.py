@@ -3,6 +3,7 @@ one-time codes, driving the stand-in Exchange (app/agent/standin.py) on this mac
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -251,7 +252,7 @@ def make_guest(
     return guest
 
 
-def enroll_guest(guest: Guest) -> subprocess.CompletedProcess:
+def enroll_guest(guest: Guest, url: str | None = None) -> subprocess.CompletedProcess:
     svc = guest.service
     code = svc.ok("POST", f"/api/v1/servers/{guest.server_id}/agent/enrollments")
     done = subprocess.run(
@@ -264,7 +265,7 @@ def enroll_guest(guest: Guest) -> subprocess.CompletedProcess:
             str(guest.config),
             "enroll",
             "--url",
-            svc.url,
+            url or svc.url,
             "--code",
             code["code"],
             "--fingerprint",
@@ -316,3 +317,67 @@ def points_of(service: Service, policy_id: int) -> list[dict]:
 
 def read_json(path: Path) -> dict:
     return json.loads(path.read_text())
+
+
+class DroppingProxy:
+    """A TCP forwarder in front of the service that cuts every open connection once, after
+    ``drop_after`` bytes went towards the service: a network that fails mid-stream."""
+
+    def __init__(self, target_port: int, drop_after: int):
+        import socket
+        import threading
+
+        self.target_port = target_port
+        self.drop_after = drop_after
+        self.forwarded = 0
+        self.dropped = False
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.url = f"https://127.0.0.1:{self.port}"
+        self._open: list = []
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            with self._lock:
+                self._open += [client, upstream]
+            threading.Thread(target=self._pipe, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, False), daemon=True).start()
+
+    def _pipe(self, src, dst, counted: bool) -> None:
+        import socket
+
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+                if counted:
+                    with self._lock:
+                        self.forwarded += len(data)
+                        cut = not self.dropped and self.forwarded >= self.drop_after
+                        if cut:
+                            self.dropped = True
+                            doomed, self._open = self._open, []
+                    if cut:
+                        for s in doomed:
+                            # shutdown, not close: it wakes the other pipe's blocked recv.
+                            with contextlib.suppress(OSError):
+                                s.shutdown(socket.SHUT_RDWR)
+                        return
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.close()
+
+    def close(self) -> None:
+        self.listener.close()

@@ -11,7 +11,15 @@ import time
 import httpx
 
 from app.agent import standin
-from tests.agent.conftest import agent_policy, make_guest, points_of, read_json, run_backup
+from tests.agent.conftest import (
+    DroppingProxy,
+    agent_policy,
+    enroll_guest,
+    make_guest,
+    points_of,
+    read_json,
+    run_backup,
+)
 
 
 def _generations(guest) -> list[int]:
@@ -148,3 +156,28 @@ def test_an_agent_credential_opens_only_the_agents_routes_of_its_own_server(serv
         assert r.status_code == 404
     service.ok("POST", f"/api/v1/jobs/{job_id}/cancel")
     agent.close()
+
+
+def test_a_dropped_connection_resumes_without_sending_again_what_arrived(service, tmp_path):
+    guest = make_guest(service, tmp_path, "EXCH-N1", pages=3000, enroll=False)
+    port = int(service.url.rsplit(":", 1)[1])
+    proxy = DroppingProxy(port, drop_after=8 * 1024 * 1024)  # mid-stream of ~24 MiB
+    enroll_guest(guest, url=proxy.url)
+    standin.Writer(guest.store(), seed=5, flush_every=100).transactions(300)
+    guest.start_agent()
+    try:
+        policy = agent_policy(service, guest, "agent-n1")
+        job = service.wait_job(run_backup(service, guest, policy), timeout=120)
+        assert proxy.dropped
+        assert job["state"] == "succeeded", job
+        details = job["result"]["details"]
+        [point] = points_of(service, policy)
+        assert point["details"]["level"] == "full"
+        block = 64 * 1024
+        total = sum(-(-g // block) for g in [3000 * 8192])
+        # At most the chunks in flight at the cut went twice (three upload connections).
+        assert details["sent_chunks"] <= total + 3 + 10  # + logs and checkpoint
+        assert details["bytes_sent"] <= (total + 3 + 10) * block
+    finally:
+        guest.stop_agent()
+        proxy.close()

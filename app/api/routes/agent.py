@@ -51,14 +51,17 @@ class _Who(BaseModel):
     server_id: int
 
 
-def _agent(request: Request) -> _Who:
-    """Authenticate in a short session of its own (long polls must not hold one)."""
+def _agent(request: Request, *, touch: bool = False) -> _Who:
+    """Authenticate in a short session of its own (long polls must not hold one). Only the
+    heartbeat, the poll and progress mark the agent seen: a write per chunk would cost more
+    than the chunk."""
     with runtime(request).db.session() as session:
         try:
             agent = svc.authenticate(session, _credential(request))
         except svc.AgentProblem as exc:
             raise _problem(exc) from None
-        svc.seen(session, agent)
+        if touch:
+            svc.seen(session, agent)
         return _Who(agent_id=agent.id, server_id=agent.server_id)
 
 
@@ -98,7 +101,7 @@ class HeartbeatIn(BaseModel):
 
 @router.post("/heartbeat", summary="The agent is alive; what it sees of Exchange")
 def heartbeat(body: HeartbeatIn, request: Request) -> dict[str, Any]:
-    who = _agent(request)
+    who = _agent(request, touch=True)
     with runtime(request).db.session() as session:
         agent = session.get(Agent, who.agent_id)
         agent.version = body.version
@@ -113,7 +116,7 @@ def _task_doc(task: AgentTask) -> dict[str, Any]:
 
 @router.get("/work", summary="Long poll for the next task (204 when none came)")
 def work(request: Request, wait: float = Query(default=p.POLL_WAIT_S, ge=0, le=60)):
-    who = _agent(request)
+    who = _agent(request, touch=True)
     db = runtime(request).db
     import time
 
@@ -149,6 +152,7 @@ def task_state(
 
 class ProgressIn(BaseModel):
     bytes_done: int = Field(ge=0)
+    bytes_sent: int | None = Field(default=None, ge=0)
     message: str = Field(default="", max_length=500)
 
 
@@ -161,13 +165,15 @@ def _own(session, who: _Who, task_id: int) -> AgentTask:
 
 @router.post("/tasks/{task_id}/progress", summary="Progress; the answer says whether to cancel")
 def progress(task_id: int, body: ProgressIn, request: Request) -> dict[str, Any]:
-    who = _agent(request)
+    who = _agent(request, touch=True)
     with runtime(request).db.session() as session:
         task = _own(session, who, task_id)
         from app.db.types import utcnow
 
         task.heartbeat_at = utcnow()
         task.bytes_done = body.bytes_done
+        if body.bytes_sent is not None:
+            task.bytes_sent = body.bytes_sent
         if body.message:
             task.report = {**task.report, "message": body.message}
         return {"state": task.state, "cancel": task.state in (p.CANCELLED, p.FAILED)}
@@ -239,9 +245,6 @@ async def put_chunk(task_id: int, digest: str, request: Request) -> Response:
         if repo.digest(data) != digest:
             raise Problem(422, "the chunk's content does not match its digest")
         repo.put_chunk(data, durable=False)
-        with runtime(request).db.session() as session:
-            task = session.get(AgentTask, task_id)
-            task.bytes_sent = (task.bytes_sent or 0) + len(data)
 
     await run_in_threadpool(_store)
     return Response(status_code=201)
@@ -275,6 +278,8 @@ class CopiedIn(BaseModel):
     snapshot: dict[str, Any] = Field(default_factory=dict)
     log_state: dict[str, Any] = Field(default_factory=dict)
     sent_chunks: int = 0
+    sent_bytes: int = 0
+    reconnects: int = 0
 
 
 @router.post("/tasks/{task_id}/copied", summary="Every file is in; the check passed")

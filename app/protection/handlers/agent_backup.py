@@ -258,7 +258,7 @@ def run(ctx: JobContext) -> JobResult:
             "manifests": manifests,
             "truncation": truncation,
             "sent_chunks": task.report.get("sent_chunks"),
-            "bytes_sent": task.bytes_sent,
+            "bytes_sent": task.report.get("sent_bytes"),
         },
     )
 
