@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.audit import Actor, record
@@ -77,3 +77,41 @@ def revoke_token(session: Session, actor: Actor, token_id: int) -> ApiToken:
         row.revoked_at = utcnow()
         record(session, actor, "token.revoke", "token", row.id, prefix=row.prefix)
     return row
+
+
+def keep_an_admin(session: Session, user: User, role: Role | None, active: bool | None) -> None:
+    """Refuse the change that would leave nobody able to administer Bulwark."""
+    losing = (
+        user.role == Role.ADMIN
+        and user.is_active
+        and ((role is not None and role != Role.ADMIN) or active is False)
+    )
+    if losing and (
+        session.scalar(select(func.count(User.id)).where(User.role == Role.ADMIN, User.is_active))
+        <= 1
+    ):
+        raise AccountError("this is the last active admin; make another admin first")
+
+
+def change_user(
+    session: Session, actor: Actor, user: User, *, role: Role | None, is_active: bool | None
+) -> list[str]:
+    """An admin changes a user's role or disables them; a change of either ends the user's
+    sessions, so a demoted or disabled user keeps no signed-in browser."""
+    keep_an_admin(session, user, role, is_active)
+    fields = []
+    if role is not None and role != user.role:
+        user.role = role
+        fields.append("role")
+    if is_active is not None and is_active != user.is_active:
+        user.is_active = is_active
+        fields.append("is_active")
+    if fields:
+        sessions.end_all(user)
+        record(session, actor, "user.update", "user", user.id, fields=fields)
+    return fields
+
+
+def end_user_sessions(session: Session, actor: Actor, user: User) -> None:
+    sessions.end_all(user)
+    record(session, actor, "user.sessions_end", "user", user.id)

@@ -214,8 +214,7 @@ class Backup:
                     "log_state": ex.log_state(snap.database).to_json(),
                     "sent_chunks": self.sent_chunks,
                     "sent_bytes": self.sent_bytes,
-                    "reconnects": self.client.reconnects
-                    + sum(c.reconnects for c in self._clients),
+                    "reconnects": self.client.reconnects + sum(c.reconnects for c in self._clients),
                 },
             )
             state = self._wait_durable()

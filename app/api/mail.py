@@ -35,7 +35,7 @@ def queue_mail_restore(session, principal, params: dict) -> Job:
     job = Job(
         kind=JobKind.RESTORE,
         params=params,
-        required_capabilities=[mailbox_restore.CAPABILITY],
+        required_capabilities=list(mailbox_restore.MAILBOX.capabilities),
         created_by=principal.actor.name,
     )
     session.add(job)

@@ -68,7 +68,12 @@ class Verification(StrEnum):
 
 
 class RestoreRefused(ValueError):
-    """A restore cannot be done as asked; the message says why, for the operator (API: 422)."""
+    """A restore cannot be done as asked; the message says why, for the operator (API: 422).
+    ``field`` names the request field at fault."""
+
+    def __init__(self, message: str, *, field: str = "params") -> None:
+        super().__init__(message)
+        self.field = field
 
     permanent = True  # a job meeting it fails at once: asking again gets the same answer
 

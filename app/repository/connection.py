@@ -1,9 +1,11 @@
-"""A ``repository`` connection: its options, and the test that initialises the repository."""
+"""A ``repository`` connection: its options, the test that initialises the repository, and
+opening the repository a connection row names (the storage engine itself knows no tables)."""
 
 from __future__ import annotations
 
 import contextlib
 import secrets
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,7 +13,34 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from app.repository.backend import ObjectMissing
-from app.repository.store import RepositoryError, open_repository, open_repository_at
+from app.repository.errors import RepositoryError
+from app.repository.store import Repository, open_repository_at
+
+_open_lock = threading.Lock()
+
+
+def open_repository(
+    session: Session, connection_id: int, *, root_key: bytes | None = None, create: bool = False
+) -> Repository:
+    """Open the repository a ``repository`` connection points at."""
+    from app.db.models import Connection
+    from app.domain.connections import ConnectionKind
+
+    conn = session.get(Connection, connection_id)
+    if conn is None or conn.kind != ConnectionKind.REPOSITORY:
+        raise RepositoryError(f"connection {connection_id} is not a repository")
+    path = (conn.options or {}).get("path")
+    if not path:
+        raise RepositoryError(f"repository {conn.name} has no path")
+    if root_key is None:
+        from app.config import get_settings
+
+        root_key = get_settings().root_key()
+    encrypted = bool((conn.options or {}).get("encrypted", False))
+    with _open_lock:
+        return open_repository_at(
+            Path(path), key=root_key, create=create, encrypted=encrypted, id=conn.id
+        )
 
 
 def validate_options(options: dict[str, Any], *, need_path: bool = False) -> dict[str, Any]:

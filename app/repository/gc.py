@@ -35,9 +35,10 @@ from dataclasses import dataclass, field
 from sqlalchemy.orm import Session
 
 from app.repository.backend import ObjectMissing
+from app.repository.errors import RepositoryError
 from app.repository.packs import decode_index, index_key, pack_key, remove_pack, write_pack
 from app.repository.references import reference_sources
-from app.repository.store import Repository, RepositoryError
+from app.repository.store import Repository
 
 GRACE_S = 300.0
 

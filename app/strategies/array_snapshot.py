@@ -288,7 +288,7 @@ class ArraySnapshot(VmSnapshot):
     @staticmethod
     def _save(run: BackupRun, repo: Any, manifest: Any, repository_id: int) -> str:
         """Durable; until the catalog names it, the image is this job's leftover."""
-        from app.repository.store import new_manifest_id
+        from app.repository.manifest import new_manifest_id
 
         manifest.id = manifest.id or new_manifest_id(manifest.created_at)
         try:

@@ -286,7 +286,7 @@ class VmImage(VmSnapshot):
         run.details["cbt_reset"] = record
 
     def _write(self, run, repo, disk, source, size, plan: ReadPlan, progress) -> Any:
-        from app.repository.store import ChunkDamaged
+        from app.repository.errors import ChunkDamaged
 
         # Progress counts bytes as they arrive from the datastore: the repository reports a
         # block only once it is stored, many blocks later.
@@ -382,7 +382,7 @@ class VmImage(VmSnapshot):
     @staticmethod
     def _save(run: BackupRun, repo: Any, manifest: Any, repository_id: int) -> str:
         """Make the image durable; until the catalog names it, it is this job's leftover."""
-        from app.repository.store import new_manifest_id
+        from app.repository.manifest import new_manifest_id
 
         manifest.id = manifest.id or new_manifest_id(manifest.created_at)
         leftover = {

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from app.domain.connections import ConnectionKind, ConnectionStatus
 from app.domain.jobs import JobKind, JobState
 from app.domain.protection import (
@@ -87,6 +89,14 @@ POWER_STATES = {
     "suspended": "Suspended",
 }
 
+# VMware Tools as vSphere reports it (guest.toolsStatus), in words.
+TOOLS_STATES = {
+    "toolsOk": "Running",
+    "toolsOld": "Running, out of date",
+    "toolsNotRunning": "Not running",
+    "toolsNotInstalled": "Not installed",
+}
+
 HOLD_SCOPES = {
     "server": "Every restore point of a server",
     "restore_point": "One restore point",
@@ -161,6 +171,30 @@ def label(value: object) -> str:
         return "—"
     text = str(value)
     return ALL.get(text, text.replace("_", " "))
+
+
+def tools(value: object) -> str:
+    if not value:
+        return "—"
+    return TOOLS_STATES.get(str(value), str(value))
+
+
+# "CertificateUntrusted: the certificate …" → "the certificate …": the operator reads the
+# reason, not the name of the exception that carried it (the API keeps the full text).
+_EXCEPTION_PREFIX = re.compile(
+    r"^(?:[A-Za-z_][\w.]*\.)?[A-Z][A-Za-z0-9]*"
+    r"(?:Error|Exception|Refused|Untrusted|Failed|Failure|NotFound|Timeout|Lost|Unavailable)"
+    r": "
+)
+
+
+def plain_error(value: object) -> str:
+    text = "" if value is None else str(value)
+    while True:
+        stripped = _EXCEPTION_PREFIX.sub("", text, count=1)
+        if stripped == text or not stripped:
+            return text
+        text = stripped
 
 
 def tone(value: object) -> str:

@@ -274,3 +274,28 @@ def rpo_history(session: Session, days: int = 14) -> list[DayCompliance]:
             Protected(captures.get((server_id, policy_id), []), objective, _aware(created))
         )
     return compliance_by_day(protected, now, days=days)
+
+
+def audit_object_names(session: Session, events: Iterable[Any]) -> dict[tuple[str, str], str]:
+    """``{(object_type, object_id): name}`` for the named things audit events point at: one
+    query per kind of object on the page, so the log shows names beside ids."""
+    from app.db.models import ApiToken, Connection, ExchangeDatabase, Policy, User
+
+    named = {
+        "connection": (Connection, Connection.name),
+        "policy": (Policy, Policy.name),
+        "server": (ExchangeServer, ExchangeServer.name),
+        "database": (ExchangeDatabase, ExchangeDatabase.name),
+        "user": (User, User.username),
+        "token": (ApiToken, ApiToken.name),
+    }
+    wanted: dict[str, set[int]] = {}
+    for event in events:
+        if event.object_type in named and (event.object_id or "").isdigit():
+            wanted.setdefault(event.object_type, set()).add(int(event.object_id))
+    found: dict[tuple[str, str], str] = {}
+    for kind, ids in wanted.items():
+        model, column = named[kind]
+        for object_id, name in session.execute(select(model.id, column).where(model.id.in_(ids))):
+            found[(kind, str(object_id))] = name
+    return found

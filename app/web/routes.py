@@ -21,6 +21,7 @@ from app.web.pages import (
     repositories,
     restore_points,
     servers,
+    users,
 )
 
 router = APIRouter(include_in_schema=False, route_class=WebRoute)
@@ -38,6 +39,7 @@ for module in (
     repositories,
     mailboxes,
     holds,
+    users,
 ):
     router.include_router(module.router)
 

@@ -123,6 +123,8 @@ def _environment() -> jinja2.Environment:
         label=labels.label,
         tone=labels.tone,
         backing=labels.backing,
+        tools=labels.tools,
+        plain_error=labels.plain_error,
         age=fmt_age,
     )
     env.globals.update(

@@ -16,7 +16,7 @@ from pyVmomi import vim
 
 from app.adapters import vsphere
 from app.adapters.vsphere.snapshot_disks import ChangedBlocksUnavailable, changed_areas
-from app.repository.store import BLOCK_SIZE
+from app.repository.manifest import BLOCK_SIZE
 from app.strategies import vm_image
 from tests.image.conftest import flat_disks, sha
 from tests.image.test_image_backup import change_blocks, restore_as_new_disk, restored_file

@@ -19,7 +19,8 @@ from app.adapters.vsphere.snapshot_disks import (
     changed_areas,
     snapshot_disks,
 )
-from app.repository.store import BLOCK_SIZE, open_repository_at
+from app.repository.manifest import BLOCK_SIZE
+from app.repository.store import open_repository_at
 from app.strategies.vm_image import CHANGED, FULL, covered_bytes, plan_read, sample_unchanged
 
 BLOCKS = 8

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from app.repository.store import BLOCK_SIZE
+from app.repository.manifest import BLOCK_SIZE
 from tests.image.conftest import flat_disks, sha
 from tests.protection.conftest import (
     backup_now,
@@ -141,7 +141,8 @@ def test_a_lost_block_of_the_previous_image_makes_the_next_backup_read_everythin
     client, admin, estate, runtime, worker, image_policy, repository, lab
 ):
     from app.repository.backend import FilesystemStore
-    from app.repository.store import chunk_key, open_repository_at
+    from app.repository.chunks import chunk_key
+    from app.repository.store import open_repository_at
 
     policy = image_policy()
     disks = {d["key"]: d for d in flat_disks(lab, SERVER)}

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from app.repository.gc import collect_garbage
-from app.repository.store import BLOCK_SIZE, open_repository_at
+from app.repository.manifest import BLOCK_SIZE
+from app.repository.store import open_repository_at
 from tests.image.conftest import flat_disks
 from tests.lab_fixture import Lab, LabUnavailable, must_have_lab, running_lab
 from tests.protection.conftest import (

@@ -9,7 +9,8 @@ import pytest
 
 from app.adapters import vsphere
 from app.repository.backend import FilesystemStore
-from app.repository.store import BLOCK_SIZE, chunk_key
+from app.repository.chunks import chunk_key
+from app.repository.manifest import BLOCK_SIZE
 from tests.api.conftest import assert_problem
 from tests.image.conftest import flat_disks, sha
 from tests.protection.conftest import backup_now, job, restore_points, run_jobs

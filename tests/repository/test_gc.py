@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 
 from app.repository import ManifestInUse, open_repository_at
+from app.repository.chunks import chunk_key
+from app.repository.errors import RepositoryError
 from app.repository.gc import collect_garbage
 from app.repository.references import register_reference_source, unregister_reference_source
-from app.repository.store import RepositoryError, chunk_key
 from tests.repository.conftest import make_image
 
 BS = 64 * 1024

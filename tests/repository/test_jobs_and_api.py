@@ -34,7 +34,7 @@ from app.jobs.handlers import registry as product_registry
 from app.jobs.scheduler import Scheduler
 from app.notifications import Notifier
 from app.repository import open_repository, open_repository_at
-from app.repository.store import chunk_key
+from app.repository.chunks import chunk_key
 from tests.repository.conftest import make_image
 
 FAST = {"lease_seconds": 5.0, "heartbeat_interval": 0.2, "poll_interval": 0.05, "retry_base_s": 0.0}

@@ -8,10 +8,10 @@ import os
 import pytest
 
 from app.repository import ChunkDamaged, open_repository_at
+from app.repository.chunks import chunk_key
 from app.repository.gc import collect_garbage
 from app.repository.packs import PACK_LIMIT, decode_index, encode_index, index_key, pack_key
 from app.repository.references import register_reference_source, unregister_reference_source
-from app.repository.store import chunk_key
 from tests.repository.conftest import ROOT_KEY
 
 

@@ -13,7 +13,7 @@ from app.repository import (
     RepositoryError,
     open_repository_at,
 )
-from app.repository.store import chunk_key
+from app.repository.chunks import chunk_key
 from tests.repository.conftest import ROOT_KEY, make_image
 
 

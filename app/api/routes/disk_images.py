@@ -99,7 +99,8 @@ def download_disk_image(
     range_header: Annotated[str | None, Header(alias="Range")] = None,
     if_range: Annotated[str | None, Header(alias="If-Range")] = None,
 ):
-    from app.repository.store import RepositoryError, open_repository
+    from app.repository.connection import open_repository
+    from app.repository.errors import RepositoryError
 
     point = _point(session, point_id)
     try:
@@ -127,7 +128,7 @@ def _image_response(
     session, principal, point_id, disk_key, image, repo, release, range_header, if_range
 ):
     """The download of a pinned image; ``release`` runs when the transfer ends."""
-    from app.repository.store import ChunkDamaged, RepositoryError
+    from app.repository.errors import ChunkDamaged, RepositoryError
 
     try:
         manifest = repo.load_manifest(image.manifest_id)

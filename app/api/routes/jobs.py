@@ -18,10 +18,8 @@ from app.db.models import Connection, ExchangeServer, Job, Policy, Proxy, Restor
 from app.db.types import utcnow
 from app.domain.connections import ConnectionKind
 from app.domain.jobs import JobKind, JobState
-from app.domain.protection import CopyLocation, RestoreRefused
-from app.protection.restores import agent as agent_restore
-from app.protection.restores import array as array_restore
-from app.protection.restores import new_vm as restore_new_vm
+from app.domain.protection import RestoreRefused
+from app.protection.restores import registry as restore_modes
 from app.security.roles import Permission
 
 router = APIRouter(prefix=API_PREFIX, tags=["jobs"])
@@ -92,45 +90,23 @@ def _validate(session: Session, body: JobCreate) -> None:
 
 
 def _confirm_restore(session: Session, point: RestorePoint, params: dict) -> None:
-    """A revert discards what the server wrote since: the operator types its name."""
+    """The restore mode checks the request (a destructive one is confirmed by a typed name)."""
     server = session.get(ExchangeServer, point.server_id) if point.server_id else None
     if server is None:
         raise invalid("the restore point's server no longer exists", "restore_point_id")
-    if agent_restore.is_agent_point(point):
-        try:
-            agent_restore.confirm(point, params)
-        except RestoreRefused as exc:
-            raise invalid(str(exc), "params") from exc
-        return
-    if array_restore.is_array_point(point):
-        try:
-            array_restore.confirm(point, server.name, params)
-        except RestoreRefused as exc:
-            raise invalid(str(exc), "params") from exc
-        return
-    if params.get("mode") == restore_new_vm.MODE:
-        try:
-            restore_new_vm.confirm(point, server.name, params)
-        except RestoreRefused as exc:
-            raise invalid(str(exc), "params") from exc
-        return
-    if params.get("mode", "revert") != "revert":
+    mode = restore_modes.find(point, params)
+    if mode is None or mode.confirm is None:
+        names = [f"'{n}'" for n in restore_modes.offered(point)]
+        listed = " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
         raise invalid(
-            f"restore modes available here are 'revert' and '{restore_new_vm.MODE}'", "params"
-        )
-    if not any(
-        c.location == CopyLocation.VM_SNAPSHOT and c.removed_at is None for c in point.copies
-    ):
-        raise invalid(
-            f"restore point {point.id} has no VM snapshot left to revert to", "restore_point_id"
-        )
-    if params.get("confirm") != server.name:
-        when = f"{point.captured_at:%Y-%m-%d %H:%M} UTC"
-        raise invalid(
-            f"restoring overwrites {server.name} with its state at {when}; confirm by setting "
-            "params.confirm to the server's name",
+            f"restore mode '{restore_modes.mode_name(params)}' does not apply to this restore "
+            f"point; restore modes available here are {listed}",
             "params",
         )
+    try:
+        mode.confirm(point, server.name, params)
+    except RestoreRefused as exc:
+        raise invalid(str(exc), exc.field) from exc
 
 
 @router.post("/jobs", response_model=JobOut, status_code=202, summary="Start a job")
@@ -154,11 +130,8 @@ def create_job(body: JobCreate, session: DbSession, principal: Reader):
         # Restores take the server's slot: never beside a backup of the same server.
         point = session.get(RestorePoint, body.restore_point_id)
         server_id = point.server_id
-        capabilities = ["vcenter"]  # VM restores work through vCenter (power, revert, upload)
-        if agent_restore.is_agent_point(point):
-            capabilities = [agent_restore.CAPABILITY]  # through the guest's agent instead
-        elif array_restore.is_array_point(point):
-            capabilities.append(array_restore.CAPABILITY)  # and a proxy that reaches the array
+        mode = restore_modes.find(point, params)
+        capabilities = list(mode.capabilities) if mode is not None else []
     job = Job(
         kind=body.kind,
         policy_id=body.policy_id,

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from sqlalchemy import func, select
+from sqlalchemy import select
 
-from app.accounts import AccountError, create_user
+from app.accounts import AccountError, create_user, keep_an_admin
 from app.api import API_PREFIX
 from app.api.deps import CurrentPrincipal, DbSession, require
 from app.api.pagination import Page, PageWindow, paginate
@@ -29,19 +29,10 @@ def _get_user(session, user_id: int) -> User:
 
 
 def _keeps_an_admin(session, user: User, role: Role | None, active: bool | None) -> None:
-    losing = (
-        user.role == Role.ADMIN
-        and user.is_active
-        and ((role is not None and role != Role.ADMIN) or active is False)
-    )
-    if (
-        losing
-        and session.scalar(
-            select(func.count(User.id)).where(User.role == Role.ADMIN, User.is_active)
-        )
-        <= 1
-    ):
-        raise conflict("this is the last active admin; make another admin first")
+    try:
+        keep_an_admin(session, user, role, active)
+    except AccountError as exc:
+        raise conflict(str(exc)) from exc
 
 
 @router.get("/me", response_model=UserOut, summary="Who am I")

@@ -42,13 +42,20 @@ from app.jobs.context import JobCancelled, JobContext, JobResult, PermanentError
 from app.protection.bindings import agents as svc
 from app.repository import Manifest
 from app.repository.connection import open_job_repository
-from app.repository.store import image_hash
+from app.repository.manifest import image_hash
 
 FULL_EVERY = 7
 # Silence of the agent (no heartbeat, no progress) after which the task is failed.
 SILENT_AFTER_S = 60
 WAIT_SLICE_S = 1.0
 LOG_DISK_WARN_FREE = 0.15  # a log disk with less free space than this raises a warning
+
+
+def digest_key(repo) -> str | None:
+    """The key an encrypted repository hashes chunks with, for the agent to name them alike
+    (docs/agent.md says why that is acceptable); None for a plain repository."""
+    key = getattr(repo.chunks, "_digest_key", None)
+    return key.hex() if key else None
 
 
 def handles(ctx: JobContext) -> bool:
@@ -213,7 +220,7 @@ def run(ctx: JobContext) -> JobResult:
         ctx.event(source_why)
     repo = open_job_repository(ctx, repository_id)
     ctx.step("snapshot", f"asking the agent on {server_name} to back up {db_name}")
-    writer = repo._begin_writer(None)  # GC spares what the agent sends until we are done
+    writer = repo.writers.begin(None)  # GC spares what the agent sends until we are done
     ctx.add_leftover({"kind": "agent_writer", "writer": writer, "repository_id": repository_id})
     with ctx.db.session() as session:
         task = svc.create_task(
@@ -229,7 +236,7 @@ def run(ctx: JobContext) -> JobResult:
                 "repository_id": repository_id,
                 "block_size": repo.block_size,
                 # Encrypted repositories key their digests: the agent must name chunks alike.
-                "digest_key": repo._digest_key.hex() if repo._digest_key else None,
+                "digest_key": digest_key(repo),
             },
         )
         task_id = task.id
@@ -244,7 +251,7 @@ def run(ctx: JobContext) -> JobResult:
         ctx.step("truncate", "restore point durable: the agent completes the backup")
         task = _follow(ctx, task_id, until=(p.DONE,), after_durable=True, server_id=source_id)
     finally:
-        repo._end_writer(writer)
+        repo.writers.end(writer)
     truncation = task.report.get("truncation") if task.state == p.DONE else None
     warnings = _record_truncation(ctx, point_id, truncation, task)
     for w in warnings:
@@ -455,7 +462,7 @@ def cleanup(ctx: JobContext, leftovers: list[dict[str, Any]]) -> None:
                 )
         elif kind == "agent_writer":
             repo = open_job_repository(ctx, item["repository_id"])
-            repo._end_writer(item["writer"])
+            repo.writers.end(item["writer"])
         elif kind == "agent_manifest":
             with ctx.db.session() as session:
                 named = session.scalar(

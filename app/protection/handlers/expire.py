@@ -6,9 +6,11 @@ schedule. Those that fall out lose their repository copy (the catalog first, the
 manifest) unless a legal hold or compliance retention keeps them; a restore point with no copy
 left is marked expired. Restore points of a deleted policy are kept (nothing says otherwise).
 
-Then manifests no catalog copy names (a backup that crashed after saving its manifest and
-before cataloging it) are removed once older than ``ORPHAN_GRACE``, and garbage collection
-reclaims the chunks nothing needs any more, and the repository's usage is recorded.
+The manifests of retired copies are deleted, also those an earlier run retired but was
+killed before deleting. Then manifests no catalog copy names (a backup that crashed after
+saving its manifest and before cataloging it) are removed once older than ``ORPHAN_GRACE``,
+garbage collection reclaims the chunks nothing needs any more, and the repository's usage
+is recorded.
 """
 
 from __future__ import annotations
@@ -113,7 +115,6 @@ def expire_repository(
     by_point: dict[int, list[RestorePointCopy]] = defaultdict(list)
     for c in copies:  # a VM image has one copy (one manifest) per disk
         by_point[c.restore_point_id].append(c)
-    doomed: list[str] = []
     for point in sorted(candidates, key=lambda p: p.id):
         mine = by_point[point.id]
         blocker = removal_blocker(now, point.retain_until, holds.get(point.id, []))
@@ -134,11 +135,10 @@ def expire_repository(
             manifests=[c.reference for c in mine],
         )
         report.expired.append(point.id)
-        doomed += [c.reference for c in mine]
-    # The catalog forgets the copies first: a crash now leaves orphan manifests (removed
-    # below, next time), never a catalog entry whose manifest is gone.
+    # The catalog forgets the copies first: a crash now leaves manifests the catalog calls
+    # expired, never a catalog entry whose manifest is gone.
     session.commit()
-    for manifest_id in doomed:
+    for manifest_id in retired_manifests(session, repo):
         try:
             repo.delete_manifest(manifest_id)
             report.removed_manifests.append(manifest_id)
@@ -146,6 +146,25 @@ def expire_repository(
             log.warning("repository %s: manifest %s stays for now: %s", repo.id, manifest_id, exc)
     report.orphans = remove_orphan_manifests(session, repo, now=now)
     return report
+
+
+def retired_manifests(session: Session, repo: Repository) -> list[str]:
+    """Manifests still in the repository whose catalog copy was retired: this run's, and any
+    an earlier run committed but was killed before deleting (the catalog decided: no grace,
+    unlike an orphan that no catalog entry names yet)."""
+    retired = set(
+        session.scalars(
+            select(RestorePointCopy.reference).where(
+                RestorePointCopy.connection_id == repo.id,
+                RestorePointCopy.location == CopyLocation.REPOSITORY,
+                RestorePointCopy.removed_at.is_not(None),
+            )
+        )
+    )
+    if not retired:
+        return []
+    live = {c.reference for c in repository_copies(session, repo.id)}
+    return sorted((retired - live) & set(repo.list_manifests()))
 
 
 def remove_orphan_manifests(

@@ -31,8 +31,8 @@ from app.jobs.handlers import register
 from app.protection.handlers.expire import _schedule_per_repository
 from app.repository import Repository, RepositoryError
 from app.repository.backend import ObjectMissing
+from app.repository.chunks import chunk_key
 from app.repository.connection import open_job_repository
-from app.repository.store import chunk_key
 
 
 @dataclass

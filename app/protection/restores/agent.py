@@ -15,6 +15,8 @@ from app.domain.protection import ProtectionMethod, RestorePointStatus, RestoreR
 from app.jobs.context import JobContext, JobResult, PermanentError
 from app.protection.bindings import agents as svc
 from app.protection.handlers import agent_backup
+from app.protection.handlers.agent_backup import digest_key
+from app.protection.restores.registry import RestoreMode, register
 from app.repository.connection import open_job_repository
 
 MODES = {"agent_original": "original", "agent_path": "path", "agent_recovery": "recovery"}
@@ -26,11 +28,7 @@ def is_agent_point(point: RestorePoint) -> bool:
     return point.method == ProtectionMethod.AGENT_STREAM
 
 
-def handles(ctx: JobContext) -> bool:
-    return ctx.params.get("mode") in MODES
-
-
-def confirm(point: RestorePoint, params: dict[str, Any]) -> None:
+def confirm(point: RestorePoint, server_name: str, params: dict[str, Any]) -> None:
     """Refuse what cannot be done, before a job is queued."""
     mode = params.get("mode")
     if mode not in MODES:
@@ -122,7 +120,7 @@ def run(ctx: JobContext) -> JobResult:
                 "upto_generation": upto,
                 "groups": groups,
                 "repository_id": repository_id,
-                "digest_key": repo._digest_key.hex() if repo._digest_key else None,
+                "digest_key": digest_key(repo),
             },
         )
         task_id = task.id
@@ -157,3 +155,15 @@ def cleanup(ctx: JobContext, leftovers: list[dict[str, Any]]) -> None:
                 svc.move(
                     session, item["task"], (p.QUEUED, p.RUNNING), p.FAILED, error="job stopped"
                 )
+
+
+AGENT = register(
+    RestoreMode(
+        names=tuple(MODES),
+        applies_to=lambda point: point is not None and is_agent_point(point),
+        capabilities=(CAPABILITY,),
+        run=run,
+        confirm=confirm,
+        cleanup=cleanup,
+    )
+)

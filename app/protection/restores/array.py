@@ -27,6 +27,7 @@ from app.domain.protection import CopyLocation, ProtectionMethod, RestorePointSt
 from app.jobs.context import JobContext, JobResult, PermanentError
 from app.protection.bindings.arrays import open_driver, store_volumes
 from app.protection.bindings.vcenter import for_job
+from app.protection.restores.registry import RestoreMode, register
 from app.repository.connection import open_job_repository
 
 MODES = ("revert", "clone", "volume")
@@ -303,8 +304,14 @@ def cleanup_array_restore(ctx: JobContext, leftovers: list[dict[str, Any]]) -> N
         ctx.remove_leftover(item)
 
 
-def handles(ctx: JobContext) -> bool:
-    """Is this restore job's restore point an array snapshot's?"""
-    with ctx.db.session() as session:
-        point = session.get(RestorePoint, ctx.params.get("restore_point_id"))
-        return point is not None and is_array_point(point)
+# Every array restore needs vCenter (power) and a proxy that reaches the array.
+ARRAY = register(
+    RestoreMode(
+        names=MODES,
+        applies_to=lambda point: point is not None and is_array_point(point),
+        capabilities=("vcenter", CAPABILITY),
+        run=run_array_restore,
+        confirm=confirm,
+        cleanup=cleanup_array_restore,
+    )
+)

@@ -32,6 +32,7 @@ from app.db.models import ExchangeServer, RestorePoint
 from app.domain.protection import CopyLocation, RestorePointStatus, RestoreRefused
 from app.jobs.context import JobContext, JobResult, PermanentError
 from app.protection.bindings.vcenter import for_job
+from app.protection.restores.registry import RestoreMode, register, vm_point
 from app.repository.connection import open_job_repository
 
 MODE = "disk"
@@ -140,7 +141,7 @@ def descriptor_text(flat_name: str, size: int) -> bytes:
 
 
 def run_disk_restore(ctx: JobContext) -> JobResult:
-    from app.repository.store import ChunkDamaged
+    from app.repository.errors import ChunkDamaged
 
     params = ctx.params
     target = params.get("target", "new")
@@ -340,10 +341,23 @@ def queue_disk_restore(
         kind=JobKind.RESTORE,
         server_id=images[0].server_id,
         params=params,
-        required_capabilities=["vcenter"],
+        required_capabilities=list(DISK.capabilities),
         created_by=actor.name,
     )
     session.add(job)
     session.flush()
     record(session, actor, "job.restore", "job", job.id, **params)
     return job
+
+
+# Queued by its own endpoints (queue_disk_restore), which check the request with
+# check_request: it names disks and a target, not a confirmation in params.
+DISK = register(
+    RestoreMode(
+        names=(MODE,),
+        applies_to=vm_point,
+        capabilities=("vcenter",),
+        run=run_disk_restore,
+        cleanup=cleanup_disk_restore,
+    )
+)

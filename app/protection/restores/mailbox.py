@@ -19,14 +19,11 @@ from app.db.models import ArchiveMessage, Connection, Mailbox
 from app.jobs.context import JobContext, JobResult, PermanentError
 from app.mailboxes import connections as mail_connections
 from app.mailboxes import restore as mrestore
+from app.protection.restores.registry import RestoreMode, register
 from app.repository import ChunkDamaged, RepositoryError, open_repository
 
 MODE = "mailbox"
 CAPABILITY = "mail"
-
-
-def handles(ctx: JobContext) -> bool:
-    return ctx.params.get("mode") == MODE
 
 
 def _selection(session, params) -> tuple[list[mrestore.Item], int, int]:
@@ -129,3 +126,15 @@ def run(ctx: JobContext) -> JobResult:
         + (f", {skipped} already there" if skipped else ""),
         details={"restored": restored, "skipped_existing": skipped, "folders": folders},
     )
+
+
+# Mail restores name archive messages or a mailbox restore point, not a catalog restore
+# point; they are queued by the mail API (app.api.mail.queue_mail_restore).
+MAILBOX = register(
+    RestoreMode(
+        names=(MODE,),
+        applies_to=lambda point: True,
+        capabilities=(CAPABILITY,),
+        run=run,
+    )
+)

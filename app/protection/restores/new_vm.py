@@ -19,6 +19,7 @@ from app.domain.jobs import EventLevel
 from app.domain.protection import CopyLocation, RestorePointStatus, RestoreRefused
 from app.jobs.context import JobContext, JobResult, PermanentError
 from app.protection.bindings.vcenter import for_job
+from app.protection.restores.registry import RestoreMode, register, vm_point
 
 MODE = "new_vm"
 LEFTOVER = "new_vm"
@@ -149,3 +150,15 @@ def cleanup(ctx: JobContext, leftovers: list[dict[str, Any]]) -> None:
 
 def _mark(ctx: JobContext) -> str:
     return f"job-{ctx.job_id}"
+
+
+NEW_VM = register(
+    RestoreMode(
+        names=(MODE,),
+        applies_to=vm_point,
+        capabilities=("vcenter",),
+        run=run,
+        confirm=confirm,
+        cleanup=cleanup,
+    )
+)

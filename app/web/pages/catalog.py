@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+from urllib.parse import urlencode
+
 from fastapi import APIRouter, Request
 from sqlalchemy import select
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import RedirectResponse, Response, StreamingResponse
 
+from app.api.deps import runtime
 from app.api.routes.jobs import SORTABLE as JOB_SORTABLE
 from app.api.routes.jobs import cancel_job, get_job
+from app.audit import record
 from app.db.models import (
     AuditEvent,
     ExchangeDatabase,
@@ -22,7 +29,7 @@ from app.security.roles import Permission
 from app.web.context import Form, signed_in
 from app.web.errors import WebRoute, is_htmx
 from app.web.paging import enum_or_none, page_of
-from app.web.queries import child_jobs, names
+from app.web.queries import audit_object_names, child_jobs, names
 from app.web.templating import flash, render
 
 router = APIRouter(route_class=WebRoute)
@@ -102,8 +109,10 @@ def job_detail(request: Request, job_id: int) -> Response:
             "throughput": _throughput(job),
         }
         if is_htmx(request):
-            # htmx stops polling on 286, so a finished job's page stops asking.
+            # htmx stops polling on 286, so a finished job's page stops asking; the last
+            # answer also clears the "queued" notice the page opened with.
             status = 200 if live else 286
+            context["clear_flashes"] = not live
             return render(
                 request, "partials/job_live.html", context, user=ctx.user, status_code=status
             )
@@ -134,6 +143,30 @@ def job_cancel(request: Request, job_id: int, form: Form) -> Response:
         return RedirectResponse(f"/jobs/{job_id}", status_code=303)
 
 
+def _audit_query(actor: str | None, action: str | None, outcome: str | None):
+    query = select(AuditEvent)
+    if actor:
+        query = query.where(AuditEvent.actor == actor)
+    if action:
+        # Like the API: exact, or a prefix such as 'connection.' (a trailing dot).
+        query = query.where(
+            AuditEvent.action.startswith(action, autoescape=True)
+            if action.endswith(".")
+            else AuditEvent.action == action
+        )
+    if outcome:
+        query = query.where(AuditEvent.outcome == outcome)
+    return query
+
+
+def _audit_filters(actor, action, outcome) -> tuple[str | None, str | None, str | None]:
+    return (
+        (actor or "").strip()[:64] or None,
+        (action or "").strip()[:64] or None,
+        (outcome or "").strip()[:16] or None,
+    )
+
+
 @router.get("/audit")
 def audit_log(
     request: Request,
@@ -143,28 +176,15 @@ def audit_log(
     page: int = 1,
 ) -> Response:
     with signed_in(request, Permission.READ_AUDIT) as ctx:
-        actor = (actor or "").strip()[:64] or None
-        action = (action or "").strip()[:64] or None
-        outcome = (outcome or "").strip()[:16] or None
-        query = select(AuditEvent)
-        if actor:
-            query = query.where(AuditEvent.actor == actor)
-        if action:
-            # Like the API: exact, or a prefix such as 'connection.' (a trailing dot).
-            query = query.where(
-                AuditEvent.action.startswith(action, autoescape=True)
-                if action.endswith(".")
-                else AuditEvent.action == action
-            )
-        if outcome:
-            query = query.where(AuditEvent.outcome == outcome)
+        actor, action, outcome = _audit_filters(actor, action, outcome)
+        filters = {"actor": actor, "action": action, "outcome": outcome}
         items, pager = page_of(
             ctx.session,
-            query,
+            _audit_query(actor, action, outcome),
             page=page,
             sortable=AUDIT_SORTABLE,
             default_sort="-at",
-            params={"actor": actor, "action": action, "outcome": outcome},
+            params=filters,
             size=50,
         )
         return render(
@@ -173,10 +193,79 @@ def audit_log(
             {
                 "section": "audit",
                 "items": items,
+                "object_names": audit_object_names(ctx.session, items),
                 "pager": pager,
                 "actor": actor or "",
                 "action": action or "",
                 "outcome": outcome or "",
+                "export_query": urlencode({k: v for k, v in filters.items() if v}),
             },
             user=ctx.user,
         )
+
+
+CSV_BATCH = 1000
+
+
+@router.get("/audit/export.csv")
+def audit_export(
+    request: Request,
+    actor: str | None = None,
+    action: str | None = None,
+    outcome: str | None = None,
+) -> Response:
+    """The filtered log as CSV, newest first, streamed in batches (the log only grows)."""
+    with signed_in(request, Permission.READ_AUDIT) as ctx:
+        actor, action, outcome = _audit_filters(actor, action, outcome)
+        query = _audit_query(actor, action, outcome).order_by(AuditEvent.id.desc())
+        record(
+            ctx.session,
+            ctx.principal.actor,
+            "audit.export",
+            "audit",
+            None,
+            filter_actor=actor,
+            filter_action=action,
+            filter_outcome=outcome,
+        )
+    db = runtime(request).db
+
+    def rows():
+        out = io.StringIO()
+        writer = csv.writer(out)
+        header = ["at", "actor", "actor_kind", "client_ip", "action", "object_type"]
+        writer.writerow([*header, "object_id", "object_name", "outcome", "detail"])
+        last_id = None
+        while True:
+            with db.session() as session:
+                batch = query if last_id is None else query.where(AuditEvent.id < last_id)
+                events = session.scalars(batch.limit(CSV_BATCH)).all()
+                labels = audit_object_names(session, events)
+            for e in events:
+                writer.writerow(
+                    [
+                        e.at.isoformat(),
+                        e.actor,
+                        e.actor_kind,
+                        e.client_ip or "",
+                        e.action,
+                        e.object_type,
+                        e.object_id or "",
+                        labels.get((e.object_type, e.object_id or ""), ""),
+                        e.outcome,
+                        json.dumps(e.detail or {}, sort_keys=True, default=str),
+                    ]
+                )
+            yield out.getvalue()
+            out.seek(0)
+            out.truncate()
+            if len(events) < CSV_BATCH:
+                return
+            last_id = events[-1].id
+
+    stamp = utcnow().strftime("%Y%m%d-%H%M")
+    return StreamingResponse(
+        rows(),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="bulwark-audit-{stamp}.csv"'},
+    )
