@@ -76,7 +76,7 @@ def test_serve_with_nothing_configured_uses_sqlite_under_the_data_dir(tmp_path: 
     try:
         # HTTPS with a self-signed certificate made on first start (agents pin it).
         base = f"https://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:
                 if httpx.get(f"{base}/readyz", timeout=1, verify=False).status_code == 200:

@@ -118,10 +118,13 @@ def run(args: argparse.Namespace) -> int:
     )
     exchange = open_exchange(args.exchange or config.get("exchange") or "windows")
     client = AgentClient(config["url"], config["fingerprint"], config["credential"])
-    agent = Agent(client, exchange)
+    agent = Agent(client, exchange, config_path.parent / f"{config_path.stem}-state")
 
     def _stop(*_):
+        # Out of any blocking call at once: a backup under way releases its shadow copy
+        # without completing it (the logs stay), as after any failure.
         agent.stop.set()
+        raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, _stop)
     try:

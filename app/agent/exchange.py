@@ -106,9 +106,10 @@ class Exchange(Protocol):
 
     def open_file(self, snap: Snapshot, name: str) -> BinaryIO: ...
 
-    def check(self, snap: Snapshot) -> dict[str, Any]:
+    def check(self, snap: Snapshot, block_size: int | None = None) -> dict[str, Any]:
         """Every page and every log of the snapshot, and an unbroken log sequence; raises
-        CheckFailed naming the page or generation."""
+        CheckFailed naming the page or generation. With ``block_size`` it may also return
+        ``block_fingerprints`` for the database (equal: the block is unchanged)."""
 
     def release(self, snap: Snapshot) -> None:
         """Delete the shadow copy without telling Exchange the backup completed (no

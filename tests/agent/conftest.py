@@ -59,7 +59,7 @@ class Service:
         assert r.status_code < 300, f"{method} {path}: {r.status_code} {r.text}"
         return r.json() if r.content else None
 
-    def wait_job(self, job_id: int, timeout: float = 60) -> dict:
+    def wait_job(self, job_id: int, timeout: float = 180) -> dict:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             job = self.ok("GET", f"/api/v1/jobs/{job_id}")
@@ -80,7 +80,8 @@ def service(tmp_path_factory, postgres) -> Iterator[Service]:
         BULWARK_DATABASE_URL=database_url,
         BULWARK_SECRET_KEY=SECRET,
         BULWARK_ADMIN_PASSWORD=ADMIN_PASSWORD,
-        BULWARK_AGENT_SILENT_AFTER_S="6",
+        # Short enough for the killed-agent test, long enough for a loaded machine's heartbeats.
+        BULWARK_AGENT_SILENT_AFTER_S="15",
         BULWARK_INVENTORY_RESYNC_MINUTES="0",
         BULWARK_REPOSITORY_EXPIRE_MINUTES="0",
         BULWARK_REPOSITORY_VERIFY_MINUTES="0",
@@ -95,7 +96,7 @@ def service(tmp_path_factory, postgres) -> Iterator[Service]:
             stderr=subprocess.STDOUT,
         )
     url = f"https://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 180
     while True:
         if proc.poll() is not None:
             pytest.fail(f"bulwark serve exited:\n{log.read_text()}")
@@ -168,7 +169,7 @@ class Guest:
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             status = self.service.ok("GET", f"/api/v1/servers/{self.server_id}/agent")
             if status["online"] and status["databases"]:
@@ -182,7 +183,11 @@ class Guest:
                 self.proc.terminate()
             else:
                 self.proc.send_signal(sig)
-            self.proc.wait(timeout=30)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
         self.proc = None
 
     def start_writer(self, database: str = "DB1", seed: int = 7) -> subprocess.Popen:

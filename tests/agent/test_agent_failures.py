@@ -35,12 +35,11 @@ def test_killed_agent_leaves_no_point_and_no_truncation_then_the_next_run_comple
     policy = agent_policy(service, guest, "agent-k1")
     before = _generations(guest)
     job_id = run_backup(service, guest, policy)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if service.ok("GET", f"/api/v1/jobs/{job_id}")["bytes_done"] > 0:
-            break
+    deadline = time.monotonic() + 120
+    while service.ok("GET", f"/api/v1/jobs/{job_id}")["bytes_done"] == 0:
+        assert time.monotonic() < deadline, "the stream never started"
         time.sleep(0.05)
-    guest.stop_agent(signal.SIGKILL)
+    guest.stop_agent(signal.SIGKILL)  # mid-stream
     job = service.wait_job(job_id)
     assert job["state"] == "failed" and "stopped answering" in job["error"]
     assert points_of(service, policy) == []
@@ -49,7 +48,7 @@ def test_killed_agent_leaves_no_point_and_no_truncation_then_the_next_run_comple
 
     guest.start_agent()
     try:
-        job = service.wait_job(run_backup(service, guest, policy), timeout=120)
+        job = service.wait_job(run_backup(service, guest, policy), timeout=300)
         assert job["state"] == "succeeded", job
         [point] = points_of(service, policy)
         blocks = sum(len([b for b in json.loads(json.dumps(g)) if b]) for g in [point["details"]])
@@ -154,7 +153,7 @@ def test_an_agent_credential_opens_only_the_agents_routes_of_its_own_server(serv
     for task_id in range(1, 40):
         r = agent.post(f"/api/v1/agent/tasks/{task_id}/failed", json={"error": "x"})
         assert r.status_code == 404
-    service.ok("POST", f"/api/v1/jobs/{job_id}/cancel")
+    service.api("POST", f"/api/v1/jobs/{job_id}/cancel")  # it may have failed already
     agent.close()
 
 
@@ -167,7 +166,7 @@ def test_a_dropped_connection_resumes_without_sending_again_what_arrived(service
     guest.start_agent()
     try:
         policy = agent_policy(service, guest, "agent-n1")
-        job = service.wait_job(run_backup(service, guest, policy), timeout=120)
+        job = service.wait_job(run_backup(service, guest, policy), timeout=300)
         assert proxy.dropped
         assert job["state"] == "succeeded", job
         details = job["result"]["details"]
