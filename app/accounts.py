@@ -37,7 +37,18 @@ def create_user(
 def create_token(
     session: Session, actor: Actor, user: User, name: str, expires_in_days: int | None
 ) -> tuple[ApiToken, str]:
-    """Create a token; the clear text is returned once and never stored."""
+    """Create a token; the clear text is returned once and never stored.
+
+    With a maximum lifetime set by an admin, a token without an expiry gets the maximum and
+    a longer one is refused.
+    """
+    from app.security.settings import load
+
+    longest = load(session).max_token_days
+    if longest is not None:
+        if expires_in_days is not None and expires_in_days > longest:
+            raise AccountError(f"tokens may live at most {longest} days (an admin's setting)")
+        expires_in_days = expires_in_days or longest
     token, prefix, digest = new_token()
     row = ApiToken(
         user_id=user.id,

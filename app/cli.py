@@ -9,8 +9,8 @@ import typer
 from app import logs, remote_commands
 from app.audit import Actor
 from app.config import get_settings
-from app.jobs.cli import worker_command
 from app.security.roles import Role
+from app.worker_cli import worker_command
 
 cli = typer.Typer(help="Bulwark: data protection for Exchange on vSphere.", no_args_is_help=True)
 user_cli = typer.Typer(help="Manage users.", no_args_is_help=True)
@@ -156,14 +156,18 @@ def token_create(
     expires_in_days: int = typer.Option(90, help="0 for a token that never expires"),
 ) -> None:
     """Create an API token for a user and print it once."""
-    from app.accounts import create_token
+    from app.accounts import AccountError, create_token
     from app.bootstrap import prepare
 
     runtime = _runtime()
     prepare(runtime)
     with runtime.db.session() as session:
         user = _user_named(session, username)
-        _, token = create_token(session, CLI_ACTOR, user, name, expires_in_days or None)
+        try:
+            _, token = create_token(session, CLI_ACTOR, user, name, expires_in_days or None)
+        except AccountError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from exc
     typer.echo(token)
 
 

@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 from starlette.middleware.sessions import SessionMiddleware
 
 from app import __version__, bootstrap
-from app.api import problems
+from app.api import openapi, problems
 from app.api.routes import (
     agent,
     archive,
@@ -28,12 +28,16 @@ from app.api.routes import (
     policies,
     repositories,
     restore_points,
+    security,
     servers,
     tokens,
     users,
+    whole_vm,
 )
+from app.composition import load_handlers
 from app.config import Settings, get_settings
 from app.metrics import HttpMetrics, ProtectionCollector
+from app.security.guard import RequestGuard
 from app.state import Runtime
 from app.web import routes as web
 
@@ -54,13 +58,15 @@ def create_app(settings: Settings | None = None, *, background_jobs: bool = Fals
     process (``bulwark serve`` does; tests of the API alone do not)."""
     settings = settings or get_settings()
     runtime = Runtime.from_settings(settings)
+    # Jobs the API queues take their requirements from the handlers' registrations.
+    load_handlers()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         bootstrap.prepare(runtime)
         jobs = None
         if background_jobs:
-            from app.jobs import start_background
+            from app.composition import start_background
 
             jobs = start_background(
                 runtime, worker_name=settings.worker_name, capabilities=settings.worker_capabilities
@@ -77,13 +83,16 @@ def create_app(settings: Settings | None = None, *, background_jobs: bool = Fals
         version=__version__,
         description=API_DESCRIPTION,
         lifespan=lifespan,
-        docs_url="/docs",
-        openapi_url="/api/v1/openapi.json",
+        # Served by app.api.openapi: for signed-in readers, from static/, under the CSP.
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
     )
     app.state.runtime = runtime
     app.state.registry = CollectorRegistry()
     app.state.registry.register(ProtectionCollector(runtime.db))
     problems.install(app)
+    openapi.install(app)
 
     for module in (
         connections,
@@ -94,6 +103,7 @@ def create_app(settings: Settings | None = None, *, background_jobs: bool = Fals
         jobs,
         restore_points,
         disk_images,
+        whole_vm,
         repositories,
         holds,
         mailboxes,
@@ -101,6 +111,7 @@ def create_app(settings: Settings | None = None, *, background_jobs: bool = Fals
         audit,
         users,
         tokens,
+        security,
     ):
         app.include_router(module.router)
     app.include_router(agent.router)
@@ -109,6 +120,8 @@ def create_app(settings: Settings | None = None, *, background_jobs: bool = Fals
     app.include_router(web.router)
     app.mount("/static", StaticFiles(directory=ROOT / "static"), name="static")
 
+    # Inside the session middleware (it needs the cookie decoded), before any route.
+    app.add_middleware(RequestGuard, runtime=runtime)
     app.add_middleware(
         SessionMiddleware,
         secret_key=runtime.session_key.hex(),

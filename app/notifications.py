@@ -35,7 +35,9 @@ from app.db.models import (
 from app.domain.jobs import JobState
 from app.domain.protection import RestorePointStatus, Verification
 from app.domain.rpo import objective_s
+from app.security import settings as security_settings
 from app.security.secrets import SecretBox
+from app.security.settings import webhook_refusal
 
 log = logging.getLogger(__name__)
 SIGNATURE_HEADER = "X-Bulwark-Signature"
@@ -60,6 +62,7 @@ class Notifier:
         self.settings = settings
         self.secrets = secrets
         self.timeout = timeout
+        self._webhook_networks: list[str] | None = None  # read from the settings by sweep()
 
     # -- delivery ---------------------------------------------------------------------------
     def deliver(self, policy: Policy, notice: Notice) -> list[str]:
@@ -72,6 +75,11 @@ class Notifier:
         return sent
 
     def _webhook(self, policy: Policy, notice: Notice) -> bool:
+        allowed = self._webhook_networks
+        refusal = None if allowed is None else webhook_refusal(policy.notify_webhook_url, allowed)
+        if refusal:
+            log.warning("policy %s: webhook not sent: %s", policy.name, refusal)
+            return False
         body = json.dumps(
             {"event": notice.event, "subject": notice.subject, "text": notice.text, **notice.data},
             sort_keys=True,
@@ -126,6 +134,8 @@ class Notifier:
         that cannot be evaluated is reported as such and never silences the others.
         """
         failures = list(failures or [])
+        # Checked again at delivery: a host name may point elsewhere since it was saved.
+        self._webhook_networks = security_settings.load(session).webhook_allowed_networks
         owed: list[tuple[Policy, Notice]] = []
         for source in (
             self._failed_jobs,

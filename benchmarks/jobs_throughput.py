@@ -47,6 +47,7 @@ sys.path.insert(0, str(ROOT))
 from sqlalchemy import create_engine, func, select, text  # noqa: E402
 
 from app.adapters import vsphere  # noqa: E402
+from app.composition import load_handlers  # noqa: E402
 from app.config import Settings  # noqa: E402
 from app.db import migrate  # noqa: E402
 from app.db.models import (  # noqa: E402
@@ -63,7 +64,6 @@ from app.domain.jobs import JobKind, JobState  # noqa: E402
 from app.domain.protection import Consistency, DatabaseLayout, ProtectionMethod  # noqa: E402
 from app.inventory.sync import sync_connection  # noqa: E402
 from app.jobs import Worker  # noqa: E402
-from app.jobs.handlers import load_handlers  # noqa: E402
 from app.state import Runtime  # noqa: E402
 from tests.lab_fixture import running_lab  # noqa: E402
 

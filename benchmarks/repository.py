@@ -8,9 +8,15 @@ would); a restore of the second backup to a file (``restic dump`` for restic). B
 
     .venv/bin/python benchmarks/repository.py [--size-mib 2048] [--dir /var/tmp] [--keep]
 
-Needs Debian's ``restic`` (``apt-get install restic``; scripts/system-deps.sh installs it).
-Ends with one line ``RESULT full_vs_restic=… restore_vs_restic=…
-cbt_vs_restic_incremental=… peak_rss_mb=…`` (throughput ratios; higher is better for Bulwark).
+Debian's ``borg`` (borgbackup, encrypted repokey-blake2, its default compression) runs the same
+steps side by side. Needs Debian's ``restic`` and ``borgbackup`` (scripts/system-deps.sh
+installs them). Also the cost of the reuse check (every block carried over checked, size and
+seal, as the first changed-blocks backup after a verify does). Ends with one line ``RESULT
+full_vs_restic=… restore_vs_restic=… restore_vs_borg=… restore_vs_backup=… full_vs_borg=…
+cbt_vs_restic_incremental=… peak_rss_mb=… reuse_check_mibps=… reuse_check_vs_full=…``
+(throughput ratios: higher is better for Bulwark; ``restore_vs_backup`` is Bulwark's restore
+rate over its own full backup's; the check's time as a share of a full backup's: lower is
+better).
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from pathlib import Path
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from app.repository import open_repository_at  # noqa: E402
+from app.repository.image_writer import ReuseChecks  # noqa: E402
 
 MiB = 1024 * 1024
 KEY = b"benchmark-service-secret"
@@ -101,6 +108,14 @@ def bulwark(work: Path, image: Path, size: int, regions: int) -> dict[str, float
     (work / "bulwark-repo-copy").rename(work / "bulwark-repo")
     repo = open_repository_at(work / "bulwark-repo", key=KEY)
     out["second_cbt"], second = timed(lambda: backup(first, areas))
+    # The reuse check at its dearest: every block carried over is checked (size and seal),
+    # as the first changed-blocks backup after a verify does; a full-read backup checks the
+    # chunks it finds stored the same way (its time above includes that).
+    checks = ReuseChecks(repo.chunks, frozenset())
+    carried = [(i, d) for i, d in enumerate(second.blocks) if d is not None]
+    out["check_all"], again = timed(lambda: checks.carried(carried, second.block_length))
+    out["checked_mib"] = sum(second.block_length(i) for i, _d in carried) / MiB
+    assert not again, "the benchmark's repository is damaged"
     target = work / "bulwark-restore.raw"
 
     def restore():
@@ -148,6 +163,40 @@ def restic(work: Path, image: Path, regions: int) -> dict[str, float]:
     return out
 
 
+def borg(work: Path, image: Path, regions: int) -> dict[str, float]:
+    """Debian's borg (borgbackup 1.2), encrypted (repokey-blake2), default compression."""
+    env = {
+        **os.environ,
+        "BORG_PASSPHRASE": "benchmark",
+        "BORG_REPO": str(work / "borg-repo"),
+        "BORG_BASE_DIR": str(work / "borg-base"),
+        "BORG_RELOCATED_REPO_ACCESS_IS_OK": "yes",
+    }
+
+    def run(*args, stdout=subprocess.DEVNULL, cwd=None):
+        subprocess.run(["borg", *args], env=env, check=True, stdout=stdout, cwd=cwd)
+
+    run("init", "--encryption=repokey-blake2")
+    out: dict[str, float] = {}
+    # Relative paths: the archive holds "image.raw", which extract finds again.
+    out["full"], _ = timed(lambda: run("create", "::one", image.name, cwd=image.parent))
+    change(image, regions, 0.02)
+    out["second"], _ = timed(lambda: run("create", "::two", image.name, cwd=image.parent))
+    target = work / "borg-restore.raw"
+
+    def restore():
+        with open(target, "wb") as fh:
+            run("extract", "--stdout", "::two", image.name, stdout=fh)
+
+    out["restore"], _ = timed(restore)
+    out["ok"] = float(sha256(target) == sha256(image))
+    target.unlink()
+    out["stored_mib"] = (
+        sum(f.stat().st_size for f in (work / "borg-repo").rglob("*") if f.is_file()) / MiB
+    )
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mib", type=int, default=2048)
@@ -155,11 +204,12 @@ def main() -> None:
     parser.add_argument("--dir", default="/var/tmp", help="where the image and repositories go")
     parser.add_argument("--keep", action="store_true", help="keep the working directory")
     args = parser.parse_args()
-    if shutil.which("restic") is None:
-        sys.exit("restic is missing: apt-get install restic (or run scripts/system-deps.sh)")
+    for tool, package in (("restic", "restic"), ("borg", "borgbackup")):
+        if shutil.which(tool) is None:
+            sys.exit(f"{tool} is missing: apt-get install {package} (or scripts/system-deps.sh)")
     regions = args.size_mib
     size = regions * MiB
-    runs: list[tuple[dict[str, float], dict[str, float]]] = []
+    runs: list[tuple[dict[str, float], dict[str, float], dict[str, float]]] = []
     for _ in range(args.reps):
         # Bulwark and restic take turns in every run, so both see the same machine load.
         work = Path(tempfile.mkdtemp(prefix="bulwark-bench-repo-", dir=args.dir))
@@ -169,42 +219,69 @@ def main() -> None:
             b = bulwark(work, image, size, regions)
             generate(image, regions)  # the same image again for restic, then the same change
             r = restic(work, image, regions)
-            runs.append((b, r))
+            generate(image, regions)
+            g = borg(work, image, regions)
+            runs.append((b, r, g))
         finally:
             if not args.keep:
                 shutil.rmtree(work, ignore_errors=True)
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     b = {k: statistics.median(run[0][k] for run in runs) for k in runs[0][0]}
     r = {k: statistics.median(run[1][k] for run in runs) for k in runs[0][1]}
+    g = {k: statistics.median(run[2][k] for run in runs) for k in runs[0][2]}
     ok_b = all(run[0]["ok"] for run in runs)
     ok_r = all(run[1]["ok"] for run in runs)
+    ok_g = all(run[2]["ok"] for run in runs)
 
     def mbps(seconds: float, nbytes: int = size) -> float:
         return nbytes / MiB / seconds
 
     rows = [
-        ("full backup", b["full"], r["full"]),
-        ("2nd backup, read all", b["second_full_read"], r["second"]),
-        ("2nd backup, CBT", b["second_cbt"], r["second"]),
-        ("restore", b["restore"], r["restore"]),
+        ("full backup", b["full"], r["full"], g["full"]),
+        ("2nd backup, read all", b["second_full_read"], r["second"], g["second"]),
+        ("2nd backup, CBT", b["second_cbt"], r["second"], g["second"]),
+        ("restore", b["restore"], r["restore"], g["restore"]),
     ]
     print(
         f"image {args.size_mib} MiB (zero/random/text 1 MiB regions), 2% changed; "
         f"{os.cpu_count()} cores; median of {len(runs)} run(s)"
     )
-    print(f"{'step':<24}{'bulwark s':>11}{'MiB/s':>9}{'restic s':>11}{'MiB/s':>9}{'ratio':>8}")
-    for name, bt, rt in rows:
-        print(f"{name:<24}{bt:>11.2f}{mbps(bt):>9.0f}{rt:>11.2f}{mbps(rt):>9.0f}{rt / bt:>8.2f}")
     print(
-        f"stored MiB: bulwark {b['stored_mib']:.0f}, restic {r['stored_mib']:.0f}; "
-        f"restores byte-identical: bulwark {ok_b}, restic {ok_r}"
+        f"{'step':<22}{'bulwark s':>10}{'MiB/s':>7}{'restic s':>10}{'MiB/s':>7}{'ratio':>7}"
+        f"{'borg s':>9}{'MiB/s':>7}{'ratio':>7}"
+    )
+    for name, bt, rt, gt in rows:
+        print(
+            f"{name:<22}{bt:>10.2f}{mbps(bt):>7.0f}{rt:>10.2f}{mbps(rt):>7.0f}{rt / bt:>7.2f}"
+            f"{gt:>9.2f}{mbps(gt):>7.0f}{gt / bt:>7.2f}"
+        )
+    print(
+        f"stored MiB: bulwark {b['stored_mib']:.0f}, restic {r['stored_mib']:.0f}, "
+        f"borg {g['stored_mib']:.0f}; restores byte-identical: bulwark {ok_b}, restic {ok_r}, "
+        f"borg {ok_g}"
+    )
+    print(
+        f"bulwark restore at {b['full'] / b['restore']:.2f}x its own full backup's rate "
+        "(target >= 0.80), "
+        f"{r['restore'] / b['restore']:.2f}x restic's (target >= 2)"
+    )
+    check_rate = mbps(b["check_all"], b["checked_mib"] * MiB)
+    print(
+        f"reuse check of every stored block ({b['checked_mib']:.0f} MiB, the first CBT backup "
+        f"after a verify): {b['check_all']:.2f} s, {check_rate:.0f} MiB/s, "
+        f"{100 * b['check_all'] / b['full']:.0f}% of a full backup's time"
     )
     print(f"bulwark peak RSS {peak_rss_mb:.0f} MiB (whole benchmark process)")
     print(
         f"RESULT full_vs_restic={r['full'] / b['full']:.2f} "
         f"restore_vs_restic={r['restore'] / b['restore']:.2f} "
+        f"restore_vs_borg={g['restore'] / b['restore']:.2f} "
+        f"restore_vs_backup={b['full'] / b['restore']:.2f} "
+        f"full_vs_borg={g['full'] / b['full']:.2f} "
         f"cbt_vs_restic_incremental={r['second'] / b['second_cbt']:.2f} "
-        f"peak_rss_mb={peak_rss_mb:.0f}"
+        f"peak_rss_mb={peak_rss_mb:.0f} "
+        f"reuse_check_mibps={check_rate:.0f} "
+        f"reuse_check_vs_full={b['check_all'] / b['full']:.2f}"
     )
 
 

@@ -8,7 +8,11 @@ one run, what the VM-image strategy does per disk (``DatastoreFiles`` + ``write_
 1. the first full backup of the three disks (every block new);
 2. a second full backup, as without changed block tracking (every block read, none new);
 3. a restore of every disk as a new file (``read_image`` verified → ``/folder`` PUT), checked
-   byte for byte against the original.
+   byte for byte against the original;
+4. a whole-VM restore as a new VM: ``CreateVM_Task`` from the configuration captured at backup
+   time, then every disk written from the repository into the new VM's folder (the data path
+   of the ``whole_vm`` restore job), checked byte for byte; its rate and the ratio to the
+   first backup's.
 
 Memory is reported as the process's peak RSS. Both the lab and this process run on this
 machine, so the lab's HTTPS serving competes for the same two cores.
@@ -17,7 +21,8 @@ machine, so the lab's HTTPS serving competes for the same two cores.
 
 Ends with exactly one line:
 
-    RESULT disk_mib=... backup_mib_s=... second_backup_mib_s=... restore_mib_s=... peak_rss_mb=...
+    RESULT disk_mib=... backup_mib_s=... second_backup_mib_s=... restore_mib_s=...
+    whole_vm_restore_mib_s=... whole_vm_vs_backup=... peak_rss_mb=...
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from app.adapters import vsphere  # noqa: E402
+from app.adapters.vsphere import vm_config  # noqa: E402
 from app.adapters.vsphere.datastore_files import (  # noqa: E402
     DatastoreFiles,
     datacenter_path,
@@ -94,6 +100,41 @@ def main() -> None:
             files.upload(target, repo.read_image(manifest), manifest.size)
         restore_s = time.perf_counter() - started
 
+        # The whole VM as a new VM, from the configuration captured with the images.
+        config = vm_config.read_config(client, vm["moref"], files)
+        name = f"{SERVER}-bench"
+        placement = vm_config.Placement(
+            folder=config["folder"],
+            resource_pool=config["resource_pool"],
+            host=config["host"],
+            datastore="VMFS-GEN-01",
+            network=None,
+        )
+        by_key = {d.key: m for d, m in zip(disks, manifests, strict=True)}
+        started = time.perf_counter()
+        made = vm_config.create_vm(client, config, name, placement, mark="bench")
+        for new in vm_config.new_disk_paths(config, name, placement.datastore):
+            manifest = by_key[new.key]
+            files.upload(flat_extent(new.descriptor), repo.read_image(manifest), manifest.size)
+        whole_s = time.perf_counter() - started
+        home = (
+            Path(
+                next(d for d in lab.estate["datastores"] if d["name"] == "VMFS-GEN-01")[
+                    "local_path"
+                ]
+            )
+            / name
+        )
+        whole_ok = all(
+            hashlib.sha256(
+                (home / f"{new.descriptor.name[:-5]}-flat.vmdk").read_bytes()
+            ).hexdigest()
+            == next(d for d in vm["disks"] if d["key"] == new.key)["content_sha256"]
+            for new in vm_config.new_disk_paths(config, name, placement.datastore)
+        )
+        assert whole_ok, "a disk of the restored VM differs"
+        vsphere.destroy_vm(client, made)
+
         local = {d["key"]: d for d in vm["disks"] if d.get("local_path")}
         for disk in disks:
             restored = Path(local[disk.key]["local_path"]).parent / (
@@ -109,6 +150,7 @@ def main() -> None:
         ("first full backup", first_s, first),
         ("second full backup (no CBT)", second_s, second),
         ("restore as new disks (PUT)", restore_s, None),
+        ("whole VM as a new VM", whole_s, None),
     ]
     print(f"{len(disks)} disks of {SERVER}, {total / mib:.0f} MiB in all")
     print(f"{'step':32} {'seconds':>8} {'MiB/s':>8} {'new blocks':>10}")
@@ -119,7 +161,9 @@ def main() -> None:
     print(
         f"RESULT disk_mib={args.disk_mib} backup_mib_s={total / mib / first_s:.1f} "
         f"second_backup_mib_s={total / mib / second_s:.1f} "
-        f"restore_mib_s={total / mib / restore_s:.1f} peak_rss_mb={peak_mb:.0f}"
+        f"restore_mib_s={total / mib / restore_s:.1f} "
+        f"whole_vm_restore_mib_s={total / mib / whole_s:.1f} "
+        f"whole_vm_vs_backup={first_s / whole_s:.2f} peak_rss_mb={peak_mb:.0f}"
     )
 
 

@@ -165,7 +165,7 @@ func run(o options) error {
 	model.Service.Listen = &url.URL{Host: o.listen, User: url.UserPassword(o.user, o.password)}
 	server := model.Service.NewServer()
 	// Set before the URL is printed, so before any client can connect.
-	server.Config.Handler = throttleFolder(server.Config.Handler, o.folderMiBps*1024*1024)
+	server.Config.Handler = throttleFolder(serveVMX(server.Config.Handler), o.folderMiBps*1024*1024)
 
 	estate.URL = server.URL.String()
 	estate.Host = server.URL.Hostname()

@@ -12,8 +12,9 @@ command -v go >/dev/null || need+=(golang-go)
 # The mailbox tests' IMAP server and the reference array's filesystem.
 command -v dovecot >/dev/null || need+=(dovecot-imapd)
 command -v mkfs.btrfs >/dev/null || need+=(btrfs-progs)
-# benchmarks/repository.py measures Bulwark's repository against restic.
+# benchmarks/repository.py measures Bulwark's repository against restic and borg.
 command -v restic >/dev/null || need+=(restic)
+command -v borg >/dev/null || need+=(borgbackup)
 
 pg_answers() { command -v pg_isready >/dev/null && pg_isready -q -h 127.0.0.1 -p 5432; }
 if ! pg_answers; then

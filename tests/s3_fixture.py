@@ -55,6 +55,8 @@ class S3Peer:
     compliance_enforced: bool
     access_key: str = ACCESS_KEY
     secret_key: str = SECRET_KEY
+    _shared: str | None = None
+    _locked: str | None = None
 
     def client(self):
         return boto3.client(
@@ -65,6 +67,18 @@ class S3Peer:
             region_name="us-east-1",
             config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 3}),
         )
+
+    def shared_bucket(self) -> str:
+        """One bucket for the session's tests that keep to a prefix of their own."""
+        if self._shared is None:
+            self._shared = self.new_bucket()
+        return self._shared
+
+    def locked_bucket(self) -> str:
+        """One bucket with Object Lock for the session's tests (a prefix each)."""
+        if self._locked is None:
+            self._locked = self.new_bucket(lock=True)
+        return self._locked
 
     def new_bucket(self, *, lock: bool = False) -> str:
         name = f"t-{uuid.uuid4().hex[:16]}"

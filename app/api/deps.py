@@ -96,7 +96,12 @@ def session_user(request: Request, session: Session) -> User | None:
     return user
 
 
-def authenticate(request: Request, session: DbSession) -> Principal:
+def credentials(request: Request, session: Session) -> Principal:
+    """Who presented which credential: an API token or a session cookie (401 if neither).
+
+    Also called by the request guard (app.security.guard) before any body is read; a new
+    kind of credential is one more branch here, and both places know it.
+    """
     auth = request.headers.get("authorization", "")
     if auth.lower().startswith("bearer "):
         return _from_token(request, session, auth[7:].strip())
@@ -108,10 +113,15 @@ def authenticate(request: Request, session: DbSession) -> Principal:
             type_="/problems/unauthenticated",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    # A browser session is cookie-borne, so unsafe calls must prove they came from our pages.
-    if request.method not in SAFE_METHODS:
-        check_csrf(request, request.headers.get(CSRF_HEADER))
     return Principal(user.id, user.username, user.role, "session", None, client_ip(request))
+
+
+def authenticate(request: Request, session: DbSession) -> Principal:
+    principal = credentials(request, session)
+    # A browser session is cookie-borne, so unsafe calls must prove they came from our pages.
+    if principal.via == "session" and request.method not in SAFE_METHODS:
+        check_csrf(request, request.headers.get(CSRF_HEADER))
+    return principal
 
 
 def csrf_token(request: Request) -> str:

@@ -14,6 +14,7 @@ images, manifests or the database.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterable
 
@@ -28,6 +29,14 @@ WORKERS = max(2, os.cpu_count() or 2)
 # Threads also wait on fsync and file reads, which need no CPU: twice the cores keeps the
 # cores busy. Writing and reading images keep at most twice that many blocks in flight.
 WRITE_THREADS = 2 * WORKERS
+# The most a seal adds to a block: the flags byte, a nonce and a tag (compression only shrinks).
+SEAL_OVERHEAD = 1 + 12 + 16
+
+
+def threads_for(store: ObjectStore, least: int = WRITE_THREADS) -> int:
+    """A store reached over the network (S3) waits on round trips, not cores: as many
+    threads as it takes requests at once."""
+    return max(least, getattr(store, "max_parallel", 0))
 
 
 def chunk_key(digest: str) -> str:
@@ -88,6 +97,40 @@ class ChunkStore:
         parts = self.codec.seal_parts(data, digest)
         self.store.put(key, parts, durable=durable)
         return digest, True, sum(len(p) for p in parts)
+
+    def check(self, digest: str, data=None, *, length: int | None = None) -> str | None:
+        """What is wrong with the stored chunk, or None: the cheap check a backup makes
+        before it references a chunk it did not store (see image_writer.py).
+
+        Size and seal: the stored object must be of a size a block of ``length`` can seal
+        to, and open (AES-GCM's tag checks every byte of an encrypted chunk; zstd's frame a
+        compressed one). What is in hand is compared, not hashed: ``data`` (the block the
+        backup read) byte for byte; without it a plain chunk, which has no seal, is hashed.
+        """
+        stored = self._stored_bytes(digest)
+        if stored is None:
+            return "missing from the repository"
+        if length is not None and not 1 <= len(stored) <= length + SEAL_OVERHEAD:
+            return f"{len(stored)} bytes stored for a block of {length}"
+        try:
+            opened = self.codec.open(stored, digest)
+        except SealBroken as exc:
+            return str(exc)
+        if length is not None and len(opened) != length:
+            return f"{len(opened)} bytes where {length} belong"
+        if data is not None:
+            return None if opened == data else "its content does not match the block read"
+        if self.codec.keys is None and self.digest(opened) != digest:
+            return "its content does not match its hash"
+        return None
+
+    def quarantine(self, digest: str) -> None:
+        """Move a damaged chunk aside (``quarantine/``, kept for a post-mortem): nothing can
+        reuse it, and the next backup holding its data stores it again."""
+        key = chunk_key(digest)
+        with contextlib.suppress(ObjectMissing):
+            self.store.put(f"quarantine/{digest}", [self.store.get(key)])
+            self.store.delete(key)
 
     def get_chunk(self, digest: str) -> bytes:
         data = self.load(digest)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 
 class RepositoryError(Exception):
     """The repository cannot be used as asked (missing, not initialised, locked)."""
@@ -25,3 +27,11 @@ class ChunkDamaged(Exception):  # noqa: N818 - reads as what happened
 
 class ManifestInUse(RepositoryError):
     """A running backup builds on this manifest; it cannot be deleted now."""
+
+
+class RepositoryLocked(RepositoryError):  # noqa: N818 - reads as what happened
+    """Asked to delete what an immutable repository locks; ``until`` says when it can go."""
+
+    def __init__(self, what: str, until: datetime):
+        self.until = until
+        super().__init__(f"{what} is immutable until {until:%Y-%m-%d %H:%M} UTC")

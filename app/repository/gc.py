@@ -31,11 +31,13 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from sqlalchemy.orm import Session
 
 from app.repository.backend import ObjectMissing
 from app.repository.errors import RepositoryError
+from app.repository.immutable import locked_until
 from app.repository.packs import decode_index, index_key, pack_key, remove_pack, write_pack
 from app.repository.references import reference_sources
 from app.repository.store import Repository
@@ -61,6 +63,17 @@ class GcReport:
     damaged_packs: list[str] = field(default_factory=list)
     cutoff: float = 0.0
     sources: dict[str, int] = field(default_factory=dict)
+    # Unneeded but still locked (an immutable repository): reclaimable from ``reclaim_at``.
+    locked_objects: int = 0
+    locked_bytes: int = 0
+    reclaim_at: datetime | None = None
+
+    def keep_locked(self, until: datetime, size: int) -> None:
+        self.locked_objects += 1
+        self.locked_bytes += size
+        self.remaining_bytes += size
+        if self.reclaim_at is None or until < self.reclaim_at:
+            self.reclaim_at = until
 
 
 def live_digests(
@@ -114,6 +127,9 @@ def collect_garbage(
                 report.kept_young += 1
                 report.remaining_chunks += 1
                 report.remaining_bytes += info.size
+            elif (until := locked_until(repo.store, info.key)) is not None:
+                report.keep_locked(until, info.size)  # never tried: the store would refuse
+                report.remaining_chunks += 1
             else:
                 with contextlib.suppress(ObjectMissing):
                     repo.store.delete(info.key)
@@ -143,7 +159,7 @@ def _collect_packs(repo: Repository, live: set[str], cutoff: float, report: GcRe
         old = index_info is not None and index_info.modified < cutoff
         if info is None:
             if old:  # the pack is gone (a crash before it reached the disk): nothing to read
-                remove_pack(store, pack_id)
+                _remove_pack(store, pack_id, report, 0)
             continue
         short = entries is not None and any(e.offset + e.length > info.size for e in entries)
         if entries is None or short:
@@ -153,9 +169,9 @@ def _collect_packs(repo: Repository, live: set[str], cutoff: float, report: GcRe
             # read or rebuilt.
             wanted = [e.digest for e in entries or () if e.digest in live]
             if old and entries is not None and not repo.missing_chunks(wanted):
-                remove_pack(store, pack_id)
-                report.removed_packs += 1
-                report.freed_bytes += info.size
+                if _remove_pack(store, pack_id, report, info.size):
+                    report.removed_packs += 1
+                    report.freed_bytes += info.size
             else:
                 report.damaged_packs.append(pack_id)
                 report.remaining_bytes += info.size
@@ -166,6 +182,11 @@ def _collect_packs(repo: Repository, live: set[str], cutoff: float, report: GcRe
             report.kept_young += len(entries) - len(needed)
             report.remaining_chunks += len(entries)
             report.remaining_bytes += info.size
+            continue
+        until = locked_until(store, pack_key(pack_id))
+        if until is not None:  # neither removed nor repacked before its lock ends
+            report.keep_locked(until, info.size)
+            report.remaining_chunks += len(entries)
             continue
         if needed:
             chunks = [
@@ -185,7 +206,18 @@ def _collect_packs(repo: Repository, live: set[str], cutoff: float, report: GcRe
             pack_id not in indexed
             and info.modified < cutoff
             and not store.exists(index_key(pack_id))
+            # a crash between writing a pack and its index
+            and _remove_pack(store, pack_id, report, info.size)
         ):
-            remove_pack(store, pack_id)  # a crash between writing a pack and its index
             report.removed_packs += 1
             report.freed_bytes += info.size
+
+
+def _remove_pack(store, pack_id: str, report: GcReport, size: int) -> bool:
+    """Remove a pack and its index unless either is locked (then counted as kept)."""
+    until = locked_until(store, pack_key(pack_id)) or locked_until(store, index_key(pack_id))
+    if until is not None:
+        report.keep_locked(until, size)
+        return False
+    remove_pack(store, pack_id)
+    return True

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from app.repository.backend import ObjectMissing
-from app.repository.chunks import WORKERS, WRITE_THREADS, ChunkStore
+from app.repository.chunks import WORKERS, ChunkStore, threads_for
 from app.repository.errors import ChunkDamaged, RepositoryError
 from app.repository.manifest import Manifest, decode_manifest, manifest_key, zero_block
 
@@ -70,13 +70,14 @@ class ImageReader:
                 )
             return data
 
-        with ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="repo-read") as pool:
+        threads = threads_for(self.chunks.store)
+        with ThreadPoolExecutor(threads, thread_name_prefix="repo-read") as pool:
             pending: collections.deque[Future] = collections.deque()
             indexes = iter(range(first, last + 1))
             try:
                 for index in indexes:
                     pending.append(pool.submit(fetch, index))
-                    if len(pending) >= 2 * WRITE_THREADS:
+                    if len(pending) >= 2 * threads:
                         break
                 current = first
                 while pending:
@@ -121,7 +122,8 @@ class ImageReader:
                 return index, ChunkDamaged(digest, exc.reason, index=index, manifest_id=manifest.id)
             return index, None
 
-        with ThreadPoolExecutor(WORKERS, thread_name_prefix="repo-verify") as pool:
+        threads = threads_for(self.chunks.store, WORKERS)
+        with ThreadPoolExecutor(threads, thread_name_prefix="repo-verify") as pool:
             unique = []
             for i in indexes:
                 if manifest.blocks[i] not in checked:

@@ -8,6 +8,15 @@ the others keep the previous image's digests, and those chunks are touched so a 
 garbage collection sees them used again (it also spares the writer record this writer holds
 from its first block to the saved manifest).
 
+A block is never referenced unchecked. A backup that finds a chunk already stored (the same
+data in another image, or a block carried over from the previous image) checks it once,
+cheaply, before naming it (``ChunkStore.check``: size and seal, the data in hand compared);
+a damaged or missing one is moved aside (quarantine, as a verify does) and stored again from
+the source. What a manifest names was thus stored or checked by its backup (``stats
+["checked"]``): the next backup of the image trusts the previous image's blocks without a
+check, until a verify of the repository runs (``verify_marker``) — then the first backup
+after it checks them again. A damaged block found by the verify itself is quarantined there.
+
 Saving makes the chunks durable first, then, under the shared ``gc`` lock and after checking
 that every chunk it names still exists, the manifest: a manifest never names a chunk a sweep
 removed.
@@ -16,12 +25,16 @@ removed.
 from __future__ import annotations
 
 import collections
+import json
+import logging
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
-from app.repository.chunks import WRITE_THREADS, ChunkStore, chunk_key
+from app.repository.backend import ObjectMissing, ObjectStore
+from app.repository.chunks import ChunkStore, chunk_key, threads_for
 from app.repository.errors import ChunkDamaged
 from app.repository.manifest import (
     Manifest,
@@ -32,6 +45,8 @@ from app.repository.manifest import (
     zero_block,
 )
 from app.repository.writers import WriterRecords, gc_lock
+
+log = logging.getLogger(__name__)
 
 
 class ImageWriter:
@@ -71,6 +86,7 @@ class ImageWriter:
             to_read = self._blocks_to_read(previous, size, changed)
         created = datetime.now(UTC)
         buffers = _Buffers(bs)
+        checks = ReuseChecks(self.chunks, self._trusted(previous))
         writer_id = self.writers.begin(previous.id if previous else None)
         try:
             if to_read is None:
@@ -80,23 +96,23 @@ class ImageWriter:
             else:
                 blocks = list(previous.blocks[:count])
                 blocks += [None] * (count - len(blocks))
-                # The reused blocks are in use again: tell a concurrent garbage collection.
                 reading = set(to_read)
-                missing = [
-                    d
-                    for i, d in enumerate(blocks)
-                    if d is not None and i not in reading and not self.store.touch(chunk_key(d))
+                carried = [
+                    (i, d) for i, d in enumerate(blocks) if d is not None and i not in reading
                 ]
-                if missing:
-                    raise ChunkDamaged(
-                        missing[0], "a block of the previous image is gone", manifest_id=previous.id
-                    )
+                # Carried blocks that are gone or damaged are read from the source again.
+                again = checks.carried(carried, lambda i: min(bs, size - i * bs))
+                for index in again:
+                    blocks[index] = None
+                to_read = sorted(reading | set(again))
                 reader = _random_blocks(source, size, bs, to_read, buffers)
                 read_mode = "changed-blocks"
-            stats = self._store_blocks(reader, blocks, progress, buffers)
+            stats = self._store_blocks(reader, blocks, progress, buffers, checks)
         except BaseException:
             self.writers.end(writer_id)
             raise
+        stats.update(checks.stats)
+        stats["checked"] = True  # every block named was stored or checked (see the note)
         stats["blocks"] = count
         # Blocks taken from the previous image without reading them (changed-blocks mode).
         stats["unchanged_blocks"] = 0 if to_read is None else count - len(to_read)
@@ -113,6 +129,16 @@ class ImageWriter:
             stats=stats,
             writer_id=writer_id,
         )
+
+    def _trusted(self, previous: Manifest | None) -> frozenset[str]:
+        """The previous image's chunks, when its backup stored or checked each and no verify
+        ran since; nothing otherwise (each reused chunk is then checked)."""
+        if previous is None or not (previous.stats or {}).get("checked"):
+            return frozenset()
+        verified = verify_marker(self.store)
+        if verified is not None and verified >= previous.created_at:
+            return frozenset()
+        return frozenset(previous.digests())
 
     def _blocks_to_read(
         self, previous: Manifest, size: int, changed: list[tuple[int, int]]
@@ -142,6 +168,7 @@ class ImageWriter:
         blocks: list[str | None],
         progress: Callable[[int], None] | None,
         buffers: _Buffers,
+        checks: ReuseChecks,
     ) -> dict[str, int]:
         """Hash, compress and store blocks on a thread pool, a bounded number in flight."""
         stats = collections.Counter(
@@ -167,13 +194,14 @@ class ImageWriter:
             if progress is not None:
                 progress(done)
 
-        with ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="repo-write") as pool:
+        threads = threads_for(self.chunks.store)
+        with ThreadPoolExecutor(threads, thread_name_prefix="repo-write") as pool:
             try:
                 for index, data, buf in reader:
                     stats["read_bytes"] += len(data)
-                    future = pool.submit(self._store_block, data)
+                    future = pool.submit(self._store_block, data, checks)
                     inflight.append((index, len(data), future, buf))
-                    if len(inflight) >= 2 * WRITE_THREADS:
+                    if len(inflight) >= 2 * threads:
                         finish_one()
                 while inflight:
                     finish_one()
@@ -182,10 +210,13 @@ class ImageWriter:
                     fut.cancel()
         return dict(stats)
 
-    def _store_block(self, data) -> tuple[str | None, bool, int]:
+    def _store_block(self, data, checks: ReuseChecks) -> tuple[str | None, bool, int]:
         if data == self._zero[: len(data)]:
             return None, False, 0
-        return self.chunks.put(data, durable=False)
+        digest, new, stored = self.chunks.put(data, durable=False)
+        if not new and not checks.sound(digest, data):
+            digest, new, stored = self.chunks.put(data, durable=False)  # quarantined: again
+        return digest, new, stored
 
     def save_manifest(self, manifest: Manifest) -> str:
         """Make the image durable (its chunks first, then the manifest); returns its id."""
@@ -214,6 +245,79 @@ class ImageWriter:
         if manifest.writer_id:
             self.writers.end(manifest.writer_id)
             manifest.writer_id = None
+
+
+VERIFY_MARKER = "state/last-verify"
+
+
+def mark_verified(store: ObjectStore, at: datetime) -> None:
+    """A verify of the repository ran at ``at``: backups check reused chunks once again."""
+    store.put(VERIFY_MARKER, json.dumps({"at": at.isoformat()}).encode())
+
+
+def verify_marker(store: ObjectStore) -> datetime | None:
+    try:
+        return datetime.fromisoformat(json.loads(store.get(VERIFY_MARKER))["at"])
+    except ObjectMissing:
+        return None
+    except (ValueError, KeyError, TypeError):
+        return datetime.now(UTC)  # unreadable: as if a verify just ran (check everything)
+
+
+class ReuseChecks:
+    """The cheap check of chunks a backup references without storing them: each once per
+    image, none of the trusted previous image's."""
+
+    def __init__(self, chunks: ChunkStore, trusted: frozenset[str]):
+        self.chunks = chunks
+        self.trusted = trusted
+        self.done: set[str] = set()
+        self._lock = threading.Lock()
+        self.stats = collections.Counter(checked_chunks=0, damaged_reused=0)
+
+    def _first(self, digest: str) -> bool:
+        with self._lock:
+            if digest in self.trusted or digest in self.done:
+                return False
+            self.done.add(digest)
+            return True
+
+    def _found(self, digest: str, problem: str | None) -> bool:
+        with self._lock:
+            self.stats["checked_chunks"] += 1
+            if problem is not None:
+                self.stats["damaged_reused"] += 1
+                self.done.discard(digest)
+        if problem is not None:
+            log.warning("chunk %s is damaged (%s): stored again", digest, problem)
+            self.chunks.quarantine(digest)
+        return problem is None
+
+    def sound(self, digest: str, data) -> bool:
+        """True when the stored chunk may be named; False when it was found damaged (and is
+        moved aside, so storing ``data`` again stores it)."""
+        if not self._first(digest):
+            return True
+        return self._found(digest, self.chunks.check(digest, data, length=len(data)))
+
+    def carried(self, carried: list[tuple[int, str]], length: Callable[[int], int]) -> list[int]:
+        """Of the blocks carried over from the previous image, those to read again: gone, or
+        damaged (checked unless trusted). Every one kept is touched: in use again for GC."""
+        store = self.chunks.store
+
+        def keep(item: tuple[int, str]) -> bool:
+            index, digest = item
+            if not self._first(digest):
+                return store.touch(chunk_key(digest))
+            return self._found(digest, self.chunks.check(digest, length=length(index))) and (
+                store.touch(chunk_key(digest))
+            )
+
+        with ThreadPoolExecutor(
+            threads_for(self.chunks.store), thread_name_prefix="repo-check"
+        ) as pool:
+            kept = list(pool.map(keep, carried))
+        return [index for (index, _d), ok in zip(carried, kept, strict=True) if not ok]
 
 
 class _Buffers:

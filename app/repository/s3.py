@@ -196,6 +196,8 @@ class S3Store:
         digest = hashlib.sha256(
             f"{location.endpoint}\n{location.bucket}\n{location.prefix}".encode()
         ).hexdigest()[:24]
+        # One directory for every process of this host, whatever its settings: the lock is
+        # only worth something if they all take the same file.
         base = Path(lock_dir) if lock_dir else Path(tempfile.gettempdir()) / "bulwark-s3-locks"
         self._lock_dir = base / digest
         self._versioned: bool | None = None
@@ -382,6 +384,22 @@ class S3Store:
                     continue
                 yield ObjectInfo(key, int(item["Size"]), item["LastModified"].timestamp())
 
+    def remove_stale_temporaries(self, older_than: float) -> int:
+        """Abort multipart uploads a crashed writer left (their parts cost storage)."""
+        aborted = 0
+        for page in self._pages("list_multipart_uploads", Prefix=self.prefix):
+            for upload in page.get("Uploads", []):
+                if upload["Initiated"].timestamp() >= older_than:
+                    continue
+                with contextlib.suppress(S3Error, ObjectMissing):
+                    self._call(
+                        "abort_multipart_upload",
+                        Key=upload["Key"],
+                        UploadId=upload["UploadId"],
+                    )
+                    aborted += 1
+        return aborted
+
     @contextlib.contextmanager
     def lock(self, name: str, *, exclusive: bool) -> Iterator[None]:
         """A lock among the processes of this host (see the module note)."""
@@ -420,6 +438,26 @@ class S3Store:
         until = doc.get("Retention", {}).get("RetainUntilDate")
         return until.astimezone(UTC) if until else None
 
+    def revert(self, key: str) -> int:
+        """Undo what was put over a locked object: remove the versions and delete markers
+        newer than its newest locked version (they are not locked, so the store allows it).
+        Returns how many were removed; 0 if nothing was put over it."""
+        full = self._key(key)
+        entries = []
+        for page in self._pages("list_object_versions", Prefix=full):
+            entries += [v for v in page.get("Versions", []) if v["Key"] == full]
+            entries += [m for m in page.get("DeleteMarkers", []) if m["Key"] == full]
+        now = datetime.now(UTC)
+        removed = 0
+        for entry in _newest_first(entries):
+            if "Size" in entry:  # a version, not a delete marker
+                until = self.retention(key, entry["VersionId"])
+                if until is not None and until > now:
+                    break
+            self._call("delete_object", key, Key=full, VersionId=entry["VersionId"])
+            removed += 1
+        return removed
+
     def extend_retention(self, key: str, until: datetime) -> bool:
         """Lock the object's current version until at least ``until`` (COMPLIANCE); never
         shortens. False if the object is gone."""
@@ -437,6 +475,10 @@ class S3Store:
         except ObjectMissing:
             return False
         return True
+
+
+def _newest_first(versions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(versions, key=lambda v: v["LastModified"], reverse=True)
 
 
 def _slices(parts: list, size: int) -> Iterator[bytes]:

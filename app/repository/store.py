@@ -35,7 +35,7 @@ from typing import Any, BinaryIO
 from app.repository.backend import FilesystemStore, ObjectMissing, ObjectStore
 from app.repository.chunks import ChunkStore
 from app.repository.codec import SealBroken, unwrap_key, wrap_key
-from app.repository.errors import ChunkDamaged, ManifestInUse, RepositoryError
+from app.repository.errors import ChunkDamaged, ManifestInUse, RepositoryError, RepositoryLocked
 from app.repository.image_reader import ImageReader
 from app.repository.image_writer import ImageWriter
 from app.repository.manifest import BLOCK_SIZE, FORMAT, Manifest, manifest_key
@@ -129,8 +129,22 @@ class Repository:
         """Remove an image; its chunks go at the next garbage collection."""
         if manifest_id in self.pinned_manifests():
             raise ManifestInUse(f"a running backup or a download reads image {manifest_id}")
+        until = self.locked_until(manifest_id)
+        if until is not None:
+            raise RepositoryLocked(f"image {manifest_id}", until)
         with contextlib.suppress(ObjectMissing):
             self.store.delete(manifest_key(manifest_id))
+
+    @property
+    def immutable_days(self) -> int | None:
+        """The lock period of an immutable repository (see immutable.py), else None."""
+        return (self.config.get("immutability") or {}).get("days")
+
+    def locked_until(self, manifest_id: str) -> datetime | None:
+        """When an image's lock ends, if the repository is immutable and it is locked now."""
+        from app.repository.immutable import locked_until
+
+        return locked_until(self.store, manifest_key(manifest_id))
 
     def read_image(
         self, manifest: Manifest, offset: int = 0, length: int | None = None
@@ -178,30 +192,59 @@ def open_repository_at(
     id: int | None = None,
     block_size: int = BLOCK_SIZE,
 ) -> Repository:
-    """Open the repository in ``path``; ``key`` is the service secret (BULWARK_SECRET_KEY).
+    """Open the repository in the directory ``path`` (see :func:`open_repository_in`)."""
+    path = Path(path)
+    return open_repository_in(
+        FilesystemStore(path),
+        label=str(path),
+        key=key,
+        create=create,
+        encrypted=encrypted,
+        id=id,
+        block_size=block_size,
+    )
+
+
+def open_repository_in(
+    store: ObjectStore,
+    *,
+    label: str,
+    key: bytes | None = None,
+    create: bool = False,
+    encrypted: bool | None = None,
+    id: int | None = None,
+    block_size: int = BLOCK_SIZE,
+    immutable_days: int | None = None,
+) -> Repository:
+    """Open the repository held by ``store``; ``key`` is the service secret
+    (BULWARK_SECRET_KEY); ``label`` names it in errors (a directory, ``s3://bucket/prefix``).
 
     With ``create`` a missing repository is initialised (``encrypted`` defaults to whether a
     key is given). An encrypted repository's own key is kept in its config, wrapped by the
     service secret: without that secret the data cannot be read back.
     """
-    path = Path(path)
-    store = FilesystemStore(path)
     try:
         config = json.loads(store.get("config"))
     except ObjectMissing:
         if not create:
-            raise RepositoryError(f"{path} holds no Bulwark repository") from None
+            raise RepositoryError(f"{label} holds no Bulwark repository") from None
         if encrypted is None:
             encrypted = key is not None
-        config = _initialise(store, path, key, encrypted, block_size)
+        config = _initialise(store, label, key, encrypted, block_size, immutable_days)
     except (OSError, ValueError) as exc:
-        raise RepositoryError(f"cannot read the repository config in {path}: {exc}") from None
+        raise RepositoryError(f"cannot read the repository config in {label}: {exc}") from None
     if config.get("format") != FORMAT:
-        raise RepositoryError(f"{path}: unknown repository format {config.get('format')!r}")
+        raise RepositoryError(f"{label}: unknown repository format {config.get('format')!r}")
+    immutability = config.get("immutability")
+    if immutability:
+        # The config decides, whatever the connection says now: it cannot be switched off.
+        from app.repository.immutable import LockingStore
+
+        store = LockingStore(store, int(immutability["days"]))
     repository_key = None
     if config.get("encrypted"):
         if key is None:
-            raise RepositoryError(f"{path} is encrypted and no key was given")
+            raise RepositoryError(f"{label} is encrypted and no key was given")
         try:
             repository_key = unwrap_key(
                 key, base64.b64decode(config["wrapped_key"]), config["uuid"]
@@ -212,16 +255,30 @@ def open_repository_at(
 
 
 def _initialise(
-    store: FilesystemStore, path: Path, key: bytes | None, encrypted: bool, block_size: int
+    store: ObjectStore,
+    label: str,
+    key: bytes | None,
+    encrypted: bool,
+    block_size: int,
+    immutable_days: int | None = None,
 ) -> dict[str, Any]:
     if encrypted and key is None:
         raise RepositoryError("an encrypted repository needs the service secret")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise RepositoryError(f"cannot create {path}: {exc.strerror}") from None
-    if any(p.name != ".locks" for p in path.iterdir()):
-        raise RepositoryError(f"{path} is not empty and holds no Bulwark repository")
+    if immutable_days and not (hasattr(store, "lock_enabled") and store.lock_enabled()):
+        raise RepositoryError(
+            f"{label}: an immutable repository needs an S3 bucket created with Object Lock "
+            "enabled (it cannot be added to a bucket later)"
+        )
+    if isinstance(store, FilesystemStore):
+        path = store.root
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RepositoryError(f"cannot create {path}: {exc.strerror}") from None
+        if any(p.name != ".locks" for p in path.iterdir()):
+            raise RepositoryError(f"{path} is not empty and holds no Bulwark repository")
+    elif next(iter(store.list("")), None) is not None:
+        raise RepositoryError(f"{label} is not empty and holds no Bulwark repository")
     config: dict[str, Any] = {
         "format": FORMAT,
         "uuid": str(uuid.uuid4()),
@@ -231,6 +288,8 @@ def _initialise(
         "encrypted": encrypted,
         "created_at": datetime.now(UTC).isoformat(),
     }
+    if immutable_days:
+        config["immutability"] = {"mode": "s3-object-lock-compliance", "days": immutable_days}
     if encrypted:
         config["cipher"] = "aes-256-gcm"
         config["wrapped_key"] = base64.b64encode(
@@ -239,5 +298,5 @@ def _initialise(
     try:
         store.put("config", json.dumps(config, indent=1).encode())
     except OSError as exc:
-        raise RepositoryError(f"cannot write to {path}: {exc.strerror}") from None
+        raise RepositoryError(f"cannot write to {label}: {exc.strerror or exc}") from None
     return config

@@ -19,10 +19,11 @@ from app.db.models import (
     PolicyTarget,
     Proxy,
     RestorePoint,
+    RestorePointCopy,
 )
 from app.db.types import utcnow
-from app.domain.connections import ConnectionStatus
-from app.domain.jobs import JobState
+from app.domain.connections import ConnectionKind, ConnectionStatus
+from app.domain.jobs import JobKind, JobState
 from app.domain.protection import (
     WITHOUT_COPIES,
     CopyLocation,
@@ -31,6 +32,7 @@ from app.domain.protection import (
     Verification,
 )
 from app.domain.rpo import DayCompliance, Protected, compliance_by_day, objective_s
+from app.protection.catalog import captures
 
 PROXY_FRESH_S = 120
 # The newest restore point is "near the objective" from this fraction of the RPO on.
@@ -70,7 +72,47 @@ def overview_counts(session: Session) -> dict[str, Any]:
         "jobs_total": sum(jobs.values()),
         "points": _ordered(points, Verification),
         "points_total": sum(points.values()),
+        "servers_immutable": servers_with_immutable_copy(session),
     }
+
+
+def servers_with_immutable_copy(session: Session) -> int:
+    """Protected servers with a restore point whose copy in an immutable repository is still
+    locked (its copy's time plus the repository's lock period lies ahead). Two queries at
+    most, whatever the number of repositories."""
+    now = utcnow()
+    days = {
+        conn_id: (options or {}).get("immutable_days")
+        for conn_id, options in session.execute(
+            select(Connection.id, Connection.options).where(
+                Connection.kind == ConnectionKind.REPOSITORY
+            )
+        )
+    }
+    days = {k: v for k, v in days.items() if isinstance(v, int) and v > 0}
+    if not days:
+        return 0
+    rows = session.execute(
+        select(
+            RestorePoint.server_id,
+            RestorePointCopy.connection_id,
+            func.max(RestorePointCopy.created_at),
+        )
+        .join(RestorePointCopy, RestorePointCopy.restore_point_id == RestorePoint.id)
+        .where(
+            RestorePointCopy.connection_id.in_(days),
+            RestorePointCopy.removed_at.is_(None),
+            RestorePointCopy.created_at > now - timedelta(days=max(days.values())),
+            RestorePoint.server_id.is_not(None),
+        )
+        .group_by(RestorePoint.server_id, RestorePointCopy.connection_id)
+    )
+    servers = {
+        server_id
+        for server_id, conn_id, created in rows
+        if _aware(created) + timedelta(days=days[conn_id]) > _aware(now)
+    }
+    return len(servers)
 
 
 def recent_jobs(
@@ -193,17 +235,14 @@ def rpo_by_server(session: Session, limit: int = 100) -> tuple[list[ServerRpo], 
     ).all()
     newest: dict[tuple[int, int | None], datetime] = {}
     latest_of: dict[int, datetime] = {}
-    for server_id, policy_id, at in session.execute(
-        select(RestorePoint.server_id, RestorePoint.policy_id, func.max(RestorePoint.captured_at))
-        .where(
-            RestorePoint.status == RestorePointStatus.AVAILABLE,
-            RestorePoint.server_id.is_not(None),
-        )
-        .group_by(RestorePoint.server_id, RestorePoint.policy_id)
-    ).all():
-        newest[(server_id, policy_id)] = _aware(at)
-        if server_id not in latest_of or latest_of[server_id] < newest[(server_id, policy_id)]:
-            latest_of[server_id] = newest[(server_id, policy_id)]
+    # Mailbox backups count as the others do (one server, all of its protection).
+    for (policy_id, server_id, _database_id), at in captures.newest(session).items():
+        if server_id is None:
+            continue
+        if (server_id, policy_id) not in newest or newest[(server_id, policy_id)] < at:
+            newest[(server_id, policy_id)] = at
+        if server_id not in latest_of or latest_of[server_id] < at:
+            latest_of[server_id] = at
     by_server: dict[int, list[PolicyRpo]] = {}
     schedules: dict[str, float | None] = {}
     for server_id, pid, pname, enabled, rpo_minutes, cron, created in covering:
@@ -224,7 +263,10 @@ def rpo_by_server(session: Session, limit: int = 100) -> tuple[list[ServerRpo], 
         policies = sorted(by_server.get(server_id, []), key=lambda p: p.name)
         latest = latest_of.get(server_id)
         live = [p for p in policies if p.enabled]
-        status = min((p.status for p in live), key=RPO_ORDER.index) if live else "unprotected"
+        # The worst real state: a policy still waiting for its first point does not hide
+        # (nor stand for) what the server's other protection measures.
+        real = [p.status for p in live if p.status != "pending"] or [p.status for p in live]
+        status = min(real, key=RPO_ORDER.index) if real else "unprotected"
         rows.append(
             ServerRpo(
                 server_id,
@@ -243,6 +285,12 @@ def rpo_by_server(session: Session, limit: int = 100) -> tuple[list[ServerRpo], 
 def rpo_history(session: Session, days: int = 14) -> list[DayCompliance]:
     """RPO compliance per day over the last ``days`` days, across every enabled policy's
     servers. Two queries; expired restore points count for the time they existed."""
+    return rpo_chart(session, days)[0]
+
+
+def rpo_chart(session: Session, days: int = 14) -> tuple[list[DayCompliance], datetime | None]:
+    """:func:`rpo_history`, plus when protection began (the earliest enabled policy), so the
+    chart can start there and, before its first sample, say when that comes."""
     now = _aware(utcnow())
     covering = session.execute(
         select(
@@ -257,23 +305,20 @@ def rpo_history(session: Session, days: int = 14) -> list[DayCompliance]:
         .distinct()
     ).all()
     if not covering:
-        return []
-    captures: dict[tuple[int, int], list[datetime]] = {}
-    for server_id, policy_id, at in session.execute(
-        select(RestorePoint.server_id, RestorePoint.policy_id, RestorePoint.captured_at)
-        .where(RestorePoint.policy_id.in_({row[1] for row in covering}))
-        .order_by(RestorePoint.captured_at)
-    ):
-        captures.setdefault((server_id, policy_id), []).append(_aware(at))
+        return [], None
+    began = min((_aware(row[4]) for row in covering if row[4] is not None), default=None)
+    taken: dict[tuple[int, int], list[datetime]] = {}
+    for server_id, policy_id, at in captures.every(session, {row[1] for row in covering}):
+        taken.setdefault((server_id, policy_id), []).append(at)
     protected, schedules = [], {}
     for server_id, policy_id, rpo_minutes, cron, created in covering:
         objective = objective_s(rpo_minutes, cron, now, schedules)
         if objective is None or created is None:
             continue
         protected.append(
-            Protected(captures.get((server_id, policy_id), []), objective, _aware(created))
+            Protected(taken.get((server_id, policy_id), []), objective, _aware(created))
         )
-    return compliance_by_day(protected, now, days=days)
+    return compliance_by_day(protected, now, days=days), began
 
 
 def audit_object_names(session: Session, events: Iterable[Any]) -> dict[tuple[str, str], str]:
@@ -299,3 +344,45 @@ def audit_object_names(session: Session, events: Iterable[Any]) -> dict[tuple[st
         for object_id, name in session.execute(select(model.id, column).where(model.id.in_(ids))):
             found[(kind, str(object_id))] = name
     return found
+
+
+@dataclass
+class ServerSummary:
+    """What the servers list shows per server: the last backup and what protects it now."""
+
+    last_backup: Job | None
+    newest_point: RestorePoint | None
+    rpo: ServerRpo | None
+
+
+def server_summaries(session: Session, ids: list[int]) -> dict[int, ServerSummary]:
+    """Per server on the page: its newest backup job, its newest available restore point and
+    its protection state (the overview's rule, so the two pages agree). Four queries."""
+    if not ids:
+        return {}
+    newest_job = (
+        select(func.max(Job.id))
+        .where(Job.kind == JobKind.BACKUP, Job.server_id.in_(ids))
+        .group_by(Job.server_id)
+    )
+    jobs = {j.server_id: j for j in session.scalars(select(Job).where(Job.id.in_(newest_job)))}
+    newest_at = (
+        select(RestorePoint.server_id, func.max(RestorePoint.captured_at).label("at"))
+        .where(RestorePoint.server_id.in_(ids), RestorePoint.status == RestorePointStatus.AVAILABLE)
+        .group_by(RestorePoint.server_id)
+        .subquery()
+    )
+    points: dict[int, RestorePoint] = {}
+    for point in session.scalars(
+        select(RestorePoint)
+        .join(
+            newest_at,
+            (RestorePoint.server_id == newest_at.c.server_id)
+            & (RestorePoint.captured_at == newest_at.c.at),
+        )
+        .where(RestorePoint.status == RestorePointStatus.AVAILABLE)
+    ):
+        points.setdefault(point.server_id, point)
+    rows, _ = rpo_by_server(session, limit=1_000_000)
+    states = {row.server_id: row for row in rows if row.server_id in set(ids)}
+    return {i: ServerSummary(jobs.get(i), points.get(i), states.get(i)) for i in ids}

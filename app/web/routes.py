@@ -22,6 +22,7 @@ from app.web.pages import (
     restore_points,
     servers,
     users,
+    whole_vm,
 )
 
 router = APIRouter(include_in_schema=False, route_class=WebRoute)
@@ -35,6 +36,7 @@ for module in (
     policies,
     catalog,
     restore_points,
+    whole_vm,
     disk_images,
     repositories,
     mailboxes,

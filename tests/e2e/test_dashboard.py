@@ -230,6 +230,12 @@ def test_policy_toggle_swaps_the_row(admin_page: Page, estate):
     page.evaluate("window.__marker = 'same page'")
     row = page.locator("tr", has_text=name)
     expect(row).to_contain_text("Enabled")
+    asked: list[str] = []
+    page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.dismiss()))
+    row.get_by_role("button", name=f"Disable {name}").click()
+    expect(row).to_contain_text("Enabled")  # disabling asks first; dismissed, nothing changes
+    assert asked and f"Disable policy {name}?" in asked[0]
+    page.once("dialog", lambda dialog: dialog.accept())
     row.get_by_role("button", name=f"Disable {name}").click()
     expect(row).to_contain_text("Disabled")
     expect(row.get_by_role("button", name=f"Enable {name}")).to_be_visible()

@@ -1,6 +1,8 @@
 """A VM image backup in a real browser against the vSphere lab: add a repository, protect a
 server with a VM-image policy, back it up now (bytes and throughput on the job page), then on
-the restore point download a disk image and restore the disk as a new VMDK.
+the restore point download a disk image and restore the disk as a new VMDK; then the whole-VM
+wizard: restore the VM as a new VM from the repository (defaults from the original, network
+disconnected) and, over the original, the configuration compared and the name typed.
 
 The lab is the govmomi simulator (tests/lab_fixture.py): a stand-in for vCenter, not the
 thing under test; the repository is a folder on this machine.
@@ -85,6 +87,7 @@ def test_image_backup_download_and_restore_a_disk(image_page: Page, lab, screens
 
     # The restore point: its disk images, each with download and restore.
     page.locator("a.made-point").click()
+    point_url = page.url
     disks = page.get_by_role("region", name="Disk images in the repository")
     expect(disks.locator("tbody tr")).to_have_count(3)
     shot(page, screenshots, "61-image-restore-point")
@@ -109,3 +112,42 @@ def test_image_backup_download_and_restore_a_disk(image_page: Page, lab, screens
     )
     expect(page.locator("main")).to_contain_text("-restored-rp")
     shot(page, screenshots, "63-restore-disk-job")
+
+    # The whole VM, as a new VM: the restore point offers it (its snapshot is gone, so no
+    # revert, and says why).
+    page.goto(point_url)
+    offers = page.get_by_role("region", name="Restores it allows")
+    expect(offers.locator("[data-offer=revert]")).to_contain_text("not offered: no VM snapshot")
+    offers.get_by_role("link", name="Restore the whole VM as a new VM").click()
+    expect(page.get_by_role("heading", level=1)).to_contain_text("as a new VM")
+    expect(page.get_by_label("Name of the new VM")).to_have_value(f"{SERVER}-restored")
+    expect(page.get_by_label("Network", exact=True)).to_have_value("VM Network")
+    expect(page.get_by_label("Datastore")).to_have_value("VMFS-SYS-01")
+    expect(page.get_by_label("Connect the network adapters")).not_to_be_checked()
+    name = f"{SERVER}-e2e-{tag}"
+    page.get_by_label("Name of the new VM").fill(name)
+    page.get_by_label("Datastore").select_option("VMFS-GEN-01")
+    shot(page, screenshots, "64-whole-vm-wizard")
+    page.get_by_role("button", name="Create the VM and restore its disks").click()
+    expect(page.get_by_role("heading", level=1)).to_contain_text("Restore job #")
+    expect(page.get_by_role("region", name="State")).to_contain_text(
+        "Succeeded", timeout=JOB_TIMEOUT
+    )
+    expect(page.locator("main")).to_contain_text(f"as new VM {name}")
+    expect(page.locator("main")).to_contain_text("MiB/s overall")
+    shot(page, screenshots, "65-whole-vm-job")
+    home = (
+        Path(next(d for d in lab.estate["datastores"] if d["name"] == "VMFS-GEN-01")["local_path"])
+        / name
+    )
+    written = (home / f"{name}_1-flat.vmdk").read_bytes()
+    assert hashlib.sha256(written).hexdigest() == database_disk["content_sha256"]
+
+    # Over the original: the configuration compared first, the server's name typed.
+    page.goto(f"{point_url}/whole-vm?target=original")
+    expect(page.get_by_role("heading", level=1)).to_contain_text("over the original")
+    expect(page.locator("#differences")).to_contain_text("the same as when it was backed up")
+    page.get_by_label(f"Type {SERVER} to confirm").fill("EXCH-MBX99")
+    page.get_by_role("button", name="Power off and restore every disk").click()
+    expect(page.get_by_role("alert")).to_contain_text(f"Type {SERVER} exactly")
+    shot(page, screenshots, "66-whole-vm-over-original")

@@ -197,3 +197,63 @@ def test_a_worker_killed_while_restoring_a_new_disk_leaves_no_partial_file(
     database_disk = next(d for d in flat_disks(lab, SERVER) if d["key"] == 2016)
     assert partial.read_bytes() == Path(database_disk["local_path"]).read_bytes()
     assert row(runtime, restore).leftovers == []
+
+
+def test_a_worker_killed_while_restoring_a_whole_vm_leaves_no_half_made_vm(
+    client, admin, estate, runtime, worker, make_worker, settings, image_policy, lab, vc
+):
+    from app.adapters.vsphere import vm_config
+
+    (backup,) = backup_now(client, admin, runtime, worker, image_policy()["id"])
+    assert backup["state"] == "succeeded", backup["error"]
+    (point,) = restore_points(client, admin)
+    config = point["details"]["vm_config"]
+    name = f"{SERVER}-restored"
+    r = client.post(
+        f"/api/v1/restore-points/{point['id']}/whole-vm",
+        json={"new_vm_name": name},
+        headers=admin,
+    )
+    assert r.status_code == 202, r.text
+    restore = r.json()["id"]
+    home = lab.datastore_path("VMFS-SYS-01") / name
+
+    proc = start_worker_process(settings, "doomed")
+    try:
+        wait_until(
+            lambda: (
+                row(runtime, restore).current_step == "restore"
+                # into the second disk: the VM exists, one disk whole, one half written
+                and row(runtime, restore).bytes_done > CRASH_DISK_MIB * MIB + BLOCK_SIZE
+            ),
+            90,
+            "the restore writing the second disk",
+        )
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        if proc.stderr is not None:
+            proc.stderr.close()
+    # What the dead worker left: a VM with the job's mark, recorded as the job's leftover.
+    (item,) = row(runtime, restore).leftovers
+    half = vm_config.vm_made_by(vc, config["folder"], name, f"job-{restore}")
+    assert item["kind"] == "whole_vm_new" and half is not None
+    assert (home / f"{name}_1-flat.vmdk").stat().st_size < CRASH_DISK_MIB * MIB
+
+    survivor = make_worker("survivor")
+    wait_until(lambda: survivor.run_once() == restore, what="the takeover")
+    done = job(client, admin, restore)
+    assert done["state"] == "succeeded", done["error"]
+    assert f"removed {name} ({half}), a VM left half-made" in " ".join(events(done))
+    assert not vm_config.vm_exists(vc, half)
+    # Exactly one VM of that name, the survivor's, whole.
+    made = done["result"]["details"]["vm"]
+    assert made != half and vm_config.vm_made_by(vc, config["folder"], name, f"job-{restore}")
+    for disk in flat_disks(lab, SERVER):
+        n = {2000: "", 2016: "_1", 2032: "_2"}[disk["key"]]
+        written = (home / f"{name}{n}-flat.vmdk").read_bytes()
+        assert written == Path(disk["local_path"]).read_bytes(), disk["label"]
+    assert row(runtime, restore).leftovers == []

@@ -25,8 +25,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def small(tmp_path):
-    return open_repository_at(tmp_path / "repo", create=True, block_size=BS)
+def small(new_repository):
+    return new_repository(block_size=BS)
 
 
 def backup(repo, kinds, seed, previous=None, changed=None):
@@ -63,7 +63,9 @@ def test_gc_spares_chunks_younger_than_the_grace_period(small):
     assert chunks(small) == a.digests()
 
 
-def test_gc_spares_a_running_backup_and_its_reused_chunks(small):
+def test_gc_spares_a_running_backup_and_its_reused_chunks(small, backend):
+    if backend == "s3":
+        pytest.skip("an S3 object's time cannot be moved back (nor forward: see s3.py)")
     first, image = backup(small, ["r", "t", "r"], seed=4)
     # Age every chunk: without the writer's protection all would be garbage.
     old = time.time() - 7200
@@ -112,7 +114,8 @@ def test_reference_sources_keep_their_chunks(tmp_path, small, monkeypatch):
 
 def test_gc_refuses_to_sweep_past_an_unreadable_manifest(small):
     a, _ = backup(small, ["r"], seed=6)
-    (small.store.root / "manifests" / a.id).write_bytes(b"\x00garbage")
+    small.store.delete(f"manifests/{a.id}")
+    small.store.put(f"manifests/{a.id}", b"\x00garbage")
     with pytest.raises(RepositoryError, match="unreadable"):
         collect_garbage(small, grace_s=-60, images_only=True)
     assert chunks(small) == a.digests()
@@ -154,7 +157,7 @@ def test_killed_writer_leaves_only_garbage_that_gc_removes(tmp_path):
 def test_missing_chunk_at_save_time_refuses_the_manifest(small):
     image = make_image(["r", "t"], BS, seed=8)
     m = small.write_image(io.BytesIO(image), size=len(image), source_info={})
-    os.unlink(small.store.root / chunk_key(m.blocks[1]))
+    small.store.delete(chunk_key(m.blocks[1]))
     with pytest.raises(Exception, match="missing when the image was saved"):
         small.save_manifest(m)
     assert small.list_manifests() == []

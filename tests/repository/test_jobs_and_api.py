@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from app.composition import load_handlers, upkeep_sources
 from app.db.models import (
     ExchangeServer,
     Job,
@@ -29,13 +30,13 @@ from app.domain.protection import (
     Verification,
 )
 from app.jobs import Worker
-from app.jobs.handlers import load_handlers
 from app.jobs.handlers import registry as product_registry
 from app.jobs.scheduler import Scheduler
 from app.notifications import Notifier
-from app.repository import open_repository, open_repository_at
+from app.repository import FilesystemStore, open_repository
 from app.repository.chunks import chunk_key
-from tests.repository.conftest import make_image
+from app.repository.store import open_repository_in
+from tests.repository.conftest import corrupt, make_image, s3_store
 
 FAST = {"lease_seconds": 5.0, "heartbeat_interval": 0.2, "poll_interval": 0.05, "retry_base_s": 0.0}
 BS = 64 * 1024
@@ -60,17 +61,39 @@ def run_jobs(worker: Worker) -> list[int]:
     return ran
 
 
-def add_repository(client, admin, path: Path, encrypted: bool = False, runtime=None) -> int:
+@pytest.fixture(params=["filesystem", "s3"])
+def peer(request):
+    """Where the test's repository lives: a directory (None) or SeaweedFS."""
+    return request.getfixturevalue("seaweedfs") if request.param == "s3" else None
+
+
+def add_repository(
+    client, admin, path: Path, encrypted: bool = False, runtime=None, peer=None
+) -> int:
+    body = {"name": f"repo-{path.name}", "kind": "repository"}
+    if peer is None:
+        body["options"] = {"path": str(path), "encrypted": encrypted}
+        store = FilesystemStore(path)
+    else:
+        store = s3_store(peer, path)
+        body["options"] = {
+            "backend": "s3",
+            "endpoint": peer.endpoint,
+            "bucket": store.bucket,
+            "prefix": store.prefix,
+            "encrypted": encrypted,
+        }
+        body.update(username=peer.access_key, password=peer.secret_key)
     if runtime is not None:
         # Small blocks keep the images small; /test then opens what is there.
-        open_repository_at(
-            path, key=runtime.settings.root_key(), create=True, encrypted=encrypted, block_size=BS
+        open_repository_in(
+            store,
+            label="test",
+            key=runtime.settings.root_key(),
+            create=True,
+            encrypted=encrypted,
+            block_size=BS,
         )
-    body = {
-        "name": f"repo-{path.name}",
-        "kind": "repository",
-        "options": {"path": str(path), "encrypted": encrypted},
-    }
     r = client.post("/api/v1/connections", json=body, headers=admin)
     assert r.status_code == 201, r.text
     repo_id = r.json()["id"]
@@ -201,9 +224,9 @@ class Estate:
 
 
 def test_expire_keeps_schedule_holds_and_compliance_then_gc_frees_the_rest(
-    client, admin, runtime, worker, tmp_path
+    client, admin, runtime, worker, tmp_path, peer
 ):
-    repo_id = add_repository(client, admin, tmp_path / "lib", runtime=runtime)
+    repo_id = add_repository(client, admin, tmp_path / "lib", runtime=runtime, peer=peer)
     estate = Estate(runtime, repo_id, keep_last=2)
     now = utcnow()
     ids = [estate.add_point(now - timedelta(hours=10 - i), seed=i, disks=2) for i in range(6)]
@@ -282,8 +305,8 @@ def test_expire_leaves_a_restore_point_a_queued_restore_will_read(
             assert b"".join(repo.read_image(repo.load_manifest(copy.reference)))
 
 
-def test_expire_leaves_an_image_a_download_reads(client, admin, runtime, worker, tmp_path):
-    repo_id = add_repository(client, admin, tmp_path / "lib", runtime=runtime)
+def test_expire_leaves_an_image_a_download_reads(client, admin, runtime, worker, tmp_path, peer):
+    repo_id = add_repository(client, admin, tmp_path / "lib", runtime=runtime, peer=peer)
     estate = Estate(runtime, repo_id, keep_last=1)
     now = utcnow()
     old, _newest = (estate.add_point(now - timedelta(hours=2 - i), seed=i) for i in range(2))
@@ -310,9 +333,11 @@ def test_expire_leaves_an_image_a_download_reads(client, admin, runtime, worker,
 
 
 def test_verify_finds_damage_names_the_block_notifies_and_heals(
-    client, admin, runtime, worker, tmp_path, settings
+    client, admin, runtime, worker, tmp_path, peer, settings
 ):
-    repo_id = add_repository(client, admin, tmp_path / "lib", encrypted=True, runtime=runtime)
+    repo_id = add_repository(
+        client, admin, tmp_path / "lib", encrypted=True, runtime=runtime, peer=peer
+    )
     estate = Estate(runtime, repo_id)
     now = utcnow()
     good = estate.add_point(now - timedelta(minutes=30), seed=1)
@@ -321,10 +346,7 @@ def test_verify_finds_damage_names_the_block_notifies_and_heals(
         repo = estate.repo(session)
         manifest = repo.load_manifest(session.get(RestorePoint, bad).copies[1].reference)
         victim = manifest.blocks[3]
-        path = repo.store.root / chunk_key(victim)
-        raw = bytearray(path.read_bytes())
-        raw[-5] ^= 0x55
-        path.write_bytes(bytes(raw))
+        corrupt(repo, chunk_key(victim), at=-5)
     r = client.post(f"/api/v1/repositories/{repo_id}/verify", json={}, headers=admin)
     assert r.status_code == 202
     run_jobs(worker)
@@ -385,8 +407,8 @@ def test_verify_request_is_checked(client, admin, runtime, tmp_path):
     assert r.status_code == 422
 
 
-def test_usage_measures_stored_against_logical(client, admin, runtime, tmp_path):
-    repo_id = add_repository(client, admin, tmp_path / "lib", runtime=runtime)
+def test_usage_measures_stored_against_logical(client, admin, runtime, tmp_path, peer):
+    repo_id = add_repository(client, admin, tmp_path / "lib", runtime=runtime, peer=peer)
     estate = Estate(runtime, repo_id)
     estate.add_point(utcnow(), seed=1)
     estate.add_point(utcnow(), seed=1)  # the same image again: all deduplicated
@@ -402,7 +424,7 @@ def test_scheduler_queues_expire_and_sampled_verify_per_repository(
     client, admin, runtime, tmp_path
 ):
     repo_id = add_repository(client, admin, tmp_path / "lib")
-    sched = Scheduler(runtime.db, repository_upkeep=(360, 1440, 0.1))
+    sched = Scheduler(runtime.db, sources=upkeep_sources(360, 1440, 0.1))
     now = utcnow()
     created = sched.tick(now)
     with runtime.db.session() as session:
@@ -411,3 +433,55 @@ def test_scheduler_queues_expire_and_sampled_verify_per_repository(
             (j.kind, j.params.get("repository_id"), j.params.get("sample")) for j in jobs
         ) == [(JobKind.EXPIRE, repo_id, None), (JobKind.VERIFY, repo_id, 0.1)]
     assert sched.tick(now + timedelta(minutes=5)) == []
+
+
+def test_an_s3_repository_connection_is_validated_sealed_and_tested(
+    client, admin, runtime, seaweedfs
+):
+    bucket = seaweedfs.shared_bucket()
+    base = {"kind": "repository", "username": seaweedfs.access_key}
+    good = {"backend": "s3", "endpoint": seaweedfs.endpoint, "bucket": bucket, "prefix": "/a/b"}
+    for options, words in [
+        ({**good, "endpoint": "ftp://x"}, "http(s)://host"),
+        ({**good, "endpoint": f"{seaweedfs.endpoint}/{bucket}"}, "the server only"),
+        ({**good, "bucket": "No_Such"}, "bucket name"),
+        ({**good, "path": "/x"}, "not ['path']"),
+        ({**good, "backend": "tape"}, "options.backend"),
+        ({**good, "max_parallel": 0}, "max_parallel"),
+    ]:
+        r = client.post(
+            "/api/v1/connections", headers=admin, json={**base, "name": "s3x", "options": options}
+        )
+        assert r.status_code == 422 and words in r.json()["detail"], (options, r.text)
+    r = client.post(
+        "/api/v1/connections",
+        headers=admin,
+        json={**base, "name": "s3-a", "options": good, "password": seaweedfs.secret_key},
+    )
+    assert r.status_code == 201, r.text
+    conn = r.json()
+    assert conn["options"]["prefix"] == "a/b/" and conn["has_secret"]
+    assert seaweedfs.secret_key not in r.text
+    r = client.post(f"/api/v1/connections/{conn['id']}/test", headers=admin)
+    assert r.json()["ok"], r.text
+    assert f"s3://{bucket}/a/b/" in r.json()["message"]
+    assert seaweedfs.client().head_object(Bucket=bucket, Key="a/b/config")["ContentLength"] > 0
+    # The same bucket and prefix twice would have two connections collect each other's data.
+    r = client.post(
+        "/api/v1/connections", headers=admin, json={**base, "name": "s3-b", "options": good}
+    )
+    assert r.status_code == 409 and "s3-a" in r.json()["detail"]
+    # A wrong secret fails the test with the server's reason, not a 500.
+    r = client.post(
+        "/api/v1/connections",
+        headers=admin,
+        json={
+            **base,
+            "name": "s3-c",
+            "options": {**good, "prefix": "c"},
+            "password": "not-the-secret",
+        },
+    )
+    r = client.post(f"/api/v1/connections/{r.json()['id']}/test", headers=admin)
+    assert r.status_code == 200 and r.json()["ok"] is False
+    assert "s3://" in r.json()["message"] and "SignatureDoesNotMatch" in r.json()["message"]

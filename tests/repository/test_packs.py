@@ -12,7 +12,7 @@ from app.repository.chunks import chunk_key
 from app.repository.gc import collect_garbage
 from app.repository.packs import PACK_LIMIT, decode_index, encode_index, index_key, pack_key
 from app.repository.references import register_reference_source, unregister_reference_source
-from tests.repository.conftest import ROOT_KEY
+from tests.repository.conftest import ROOT_KEY, corrupt, reopen
 
 
 def messages(n: int, seed: int = 0) -> list[bytes]:
@@ -33,10 +33,6 @@ def needed(monkeypatch):
     register_reference_source("test-packs", lambda session, repo_id: set(wanted))
     yield wanted
     unregister_reference_source("test-packs")
-
-
-def reopen(repo):
-    return open_repository_at(repo.store.root, key=ROOT_KEY if repo.encrypted else None, id=repo.id)
 
 
 def test_small_chunks_share_one_pack_and_read_back(repo):
@@ -88,10 +84,7 @@ def test_a_damaged_packed_chunk_is_named(repo):
     repo.flush()
     (pack,) = packs_of(repo)
     victim = decode_index(repo.store.get(index_key(pack)))[1]
-    path = repo.store.root / pack_key(pack)
-    data = bytearray(path.read_bytes())
-    data[victim.offset + victim.length - 3] ^= 0xFF
-    path.write_bytes(bytes(data))
+    corrupt(repo, pack_key(pack), at=victim.offset + victim.length - 3)
     with pytest.raises(ChunkDamaged) as caught:
         reopen(repo).get_chunk(victim.digest)
     assert caught.value.digest == victim.digest

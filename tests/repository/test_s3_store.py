@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import http.server
+import socket
 import threading
 from datetime import UTC, datetime, timedelta
 
@@ -127,7 +129,8 @@ class _Flaky(http.server.BaseHTTPRequestHandler):
             self.wfile.write(payload)
             return
         conn = http.client.HTTPConnection(*self.upstream, timeout=30)
-        headers = {k: v for k, v in self.headers.items()}
+        hop = ("expect", "connection", "keep-alive")
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in hop}
         conn.request(self.command, self.path, body=body, headers=headers)
         resp = conn.getresponse()
         data = resp.read()
@@ -208,3 +211,100 @@ def test_a_locked_object_cannot_be_deleted_or_shortened(seaweedfs, tmp_path):
         secret_key=seaweedfs.secret_key,
     )
     assert not unlocked.lock_enabled()
+
+
+def _self_signed(tmp_path):
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(__import__("ipaddress").ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file, cert.fingerprint(hashes.SHA256()).hex()
+
+
+def test_tls_is_verified_or_pinned_to_one_certificate(moto_s3, tmp_path):
+    import ssl
+
+    cert_file, key_file, thumbprint = _self_signed(tmp_path)
+    host, port = moto_s3.endpoint.removeprefix("http://").split(":")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert_file, key_file)
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def pump(src, dst):
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                dst.sendall(data)
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)
+
+    def serve():
+        # TLS in front of the plain S3 server: the client sees only this certificate.
+        while not stop.is_set():
+            try:
+                raw, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                tls = ctx.wrap_socket(raw, server_side=True)
+            except (OSError, ssl.SSLError):
+                raw.close()  # a client that refused the certificate
+                continue
+            up = socket.create_connection((host, int(port)))
+            threading.Thread(target=pump, args=(tls, up), daemon=True).start()
+            threading.Thread(target=pump, args=(up, tls), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    endpoint = f"https://127.0.0.1:{listener.getsockname()[1]}"
+    bucket = moto_s3.new_bucket()
+
+    def store(**tls):
+        return S3Store(
+            S3Location(endpoint=endpoint, bucket=bucket, **tls),
+            access_key=moto_s3.access_key,
+            secret_key=moto_s3.secret_key,
+            lock_dir=tmp_path,
+            attempts=1,
+        )
+
+    try:
+        with pytest.raises(S3Error, match="(?i)certificate|ssl"):
+            store().put("probe", b"x")  # self-signed: not trusted by the system's CAs
+        store(cafile=str(cert_file)).put("probe", b"trusted by its CA file")
+        pinned = store(trusted_thumbprint=":".join(thumbprint[i : i + 2] for i in range(0, 64, 2)))
+        assert pinned.get("probe") == b"trusted by its CA file"
+        with pytest.raises(S3Error, match="(?i)fingerprint"):
+            store(trusted_thumbprint="00" * 32).get("probe")
+    finally:
+        stop.set()
+        listener.close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 
 import pytest
 
@@ -14,7 +13,7 @@ from app.repository import (
     open_repository_at,
 )
 from app.repository.chunks import chunk_key
-from tests.repository.conftest import ROOT_KEY, make_image
+from tests.repository.conftest import ROOT_KEY, corrupt, make_image
 
 
 def chunk_files(repo) -> list[str]:
@@ -158,10 +157,7 @@ def test_corrupted_chunk_is_refused_naming_the_block(repo):
     manifest = repo.write_image(io.BytesIO(image), size=len(image), source_info={})
     repo.save_manifest(manifest)
     victim = manifest.blocks[1]
-    path = repo.store.root / chunk_key(victim)
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    path.write_bytes(bytes(data))
+    corrupt(repo, chunk_key(victim))
     with pytest.raises(ChunkDamaged) as caught:
         b"".join(repo.read_image(manifest))
     assert caught.value.index == 1 and caught.value.digest == victim
@@ -176,7 +172,7 @@ def test_missing_chunk_is_damage(repo):
     image = make_image(["r"], BLOCK_SIZE, seed=9)
     manifest = repo.write_image(io.BytesIO(image), size=len(image), source_info={})
     repo.save_manifest(manifest)
-    os.unlink(repo.store.root / chunk_key(manifest.blocks[0]))
+    repo.store.delete(chunk_key(manifest.blocks[0]))
     with pytest.raises(ChunkDamaged, match="missing"):
         b"".join(repo.read_image(manifest))
 

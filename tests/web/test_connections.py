@@ -261,3 +261,31 @@ def test_list_filters_by_kind(admin_client):
     assert ">repo<" in page.text and ">vc-lab<" not in page.text
     everything = admin_client.get("/connections?kind=bogus")  # unknown filter: no filter
     assert ">repo<" in everything.text and ">vc-lab<" in everything.text
+
+
+def test_deleting_a_vcenter_lists_the_servers_and_policies_that_depend_on_it(app, admin_client):
+    from app.db.models import Connection, ExchangeServer, Policy, PolicyTarget
+    from app.domain.connections import ConnectionKind
+    from app.domain.protection import Consistency, ProtectionMethod
+
+    with app.state.runtime.db.session() as s:
+        vc = Connection(name="vc-east", kind=ConnectionKind.VCENTER, host="vc.example", port=443)
+        s.add(vc)
+        s.flush()
+        server = ExchangeServer(name="EXCH-EAST1", connection_id=vc.id)
+        s.add(server)
+        s.flush()
+        policy = Policy(
+            name="east-nightly",
+            method=ProtectionMethod.VMFS_SNAPSHOT,
+            consistency=Consistency.COLD,
+            rpo_minutes=60,
+        )
+        policy.targets = [PolicyTarget(server_id=server.id)]
+        s.add(policy)
+        s.flush()
+        vc_id, server_id, policy_id = vc.id, server.id, policy.id
+    page = admin_client.get(f"/connections/{vc_id}/delete").text
+    assert "These depend on it:" in page
+    assert f'<a href="/servers/{server_id}">EXCH-EAST1</a>' in page
+    assert f'<a href="/policies/{policy_id}">east-nightly</a>' in page

@@ -158,10 +158,34 @@ def test_overview_charts_rpo_compliance_per_day(app, admin_client):
             policy_age_min=4290,  # created with its first restore point
         )
     html = admin_client.get("/").text
-    assert "RPO compliance, last 14 days" in html
     bars = re.findall(r'<rect class="bar (bar-\w+)"[^>]*><title>([^<]*)</title>', html)
     assert bars, html
-    # Days before the policy existed have no bar; the steady days are fully within objective.
+    # Days before the policy existed are not drawn at all (the chart starts at installation);
+    # the steady days are fully within objective.
     assert len(bars) in (3, 4) and all(kind == "bar-ok" for kind, _ in bars)
+    assert f"RPO compliance, last {len(bars)} days" in html
     assert "100.0 % within objective" in bars[0][1]
-    assert html.count('class="bar-none"') >= 10
+    assert 'class="bar-none"' not in html.split('<ul class="legend">')[0]
+    assert "100 %</text>" in html and "nothing was due" in html  # the axis and the legend
+
+
+def test_before_the_first_sample_the_chart_says_when_it_comes(app, admin_client):
+    with app.state.runtime.db.session() as session:
+        _server_with_policy(session, "MBX-NEW", policy_age_min=5)
+    html = admin_client.get("/").text
+    assert "No samples yet." in html and "the first sample is taken at" in html
+    assert '<svg class="rpo-chart"' not in html
+
+
+def test_overview_counts_protected_and_unprotected_servers_and_caps_the_jobs(app, admin_client):
+    with app.state.runtime.db.session() as session:
+        _server_with_policy(session, "MBX-OK", ages_min=(5,))
+        _server_with_policy(session, "MBX-OLD", ages_min=(500,))
+        session.add(ExchangeServer(name="MBX-BARE"))
+        for _ in range(30):
+            session.add(Job(kind=JobKind.VERIFY, state=JobState.SUCCEEDED, created_by="t"))
+    html = admin_client.get("/").text
+    counts = html.split('class="breakdown protection-counts"')[1].split("</ul>")[0]
+    assert 'Protected <span class="n">2</span>' in counts  # breached is protected, but late
+    assert 'Unprotected <span class="n">1</span>' in counts
+    assert "The 25 newest of 30 jobs in the last 24 hours." in html

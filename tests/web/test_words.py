@@ -44,6 +44,7 @@ def test_a_failed_job_page_shows_the_reason_and_tucks_raw_json_away(app, admin_c
     assert "3 of 3" in page
     page = admin_client.get(f"/jobs/{queued_id}").text
     assert "not started yet · up to 3" in page and "0 of 3" not in page
+    assert f'data-confirm="Cancel verify job #{queued_id}?' in page  # cancelling asks first
 
 
 def test_the_queued_notice_goes_when_the_job_ends(app, admin_client):

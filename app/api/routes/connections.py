@@ -179,6 +179,8 @@ def update_connection(
 @router.delete("/{connection_id}", status_code=204, summary="Remove a connection")
 def delete_connection(connection_id: int, session: DbSession, principal=Admin):
     conn = get_connection(session, connection_id)
+    if conn.kind == ConnectionKind.REPOSITORY:
+        _refuse_locked_repository(session, conn)
     users = session.scalars(select(Policy.name).where(Policy.repository_id == conn.id)).all()
     if users:
         raise conflict(
@@ -201,13 +203,20 @@ def delete_connection(connection_id: int, session: DbSession, principal=Admin):
 
 
 def _repository_options(session, options: dict, except_id: int | None = None) -> dict:
-    from app.repository.connection import validate_options
+    from app.repository.connection import place_of, validate_options
 
     try:
         options = validate_options(options)
     except ValueError as exc:
         raise invalid(str(exc), "options") from exc
-    path = options.get("path")
+    path = place_of(options)
+    if except_id is not None:
+        old = (session.get(Connection, except_id).options or {}).get("immutable_days")
+        if old and (options.get("immutable_days") or 0) < old:
+            raise conflict(
+                f"this repository is immutable for {old} day(s): that cannot be shortened "
+                "or switched off"
+            )
     others = session.scalars(
         select(Connection).where(
             Connection.kind == ConnectionKind.REPOSITORY, Connection.id != (except_id or 0)
@@ -215,9 +224,37 @@ def _repository_options(session, options: dict, except_id: int | None = None) ->
     )
     # Two connections on one directory would each expire and collect the other's data.
     for other in others:
-        if path is not None and other.options.get("path") == path:
+        if path is not None and place_of(other.options or {}) == path:
             raise conflict(f"repository '{other.name}' already lives in {path}")
     return options
+
+
+def _refuse_locked_repository(session, conn: Connection) -> None:
+    """An immutable repository's connection goes only when nothing in it is locked any more
+    (for every role: the lock is the point of it)."""
+    days = (conn.options or {}).get("immutable_days")
+    if not days:
+        return
+    from datetime import timedelta
+
+    from sqlalchemy import func
+
+    from app.db.models import RestorePointCopy
+    from app.db.types import utcnow
+
+    newest = session.scalar(
+        select(func.max(RestorePointCopy.created_at)).where(
+            RestorePointCopy.connection_id == conn.id
+        )
+    )
+    if newest is None:
+        return
+    until = newest + timedelta(days=days)
+    if until > utcnow():
+        raise conflict(
+            f"repository '{conn.name}' is immutable: what it holds is locked until "
+            f"{until:%Y-%m-%d %H:%M} UTC; its connection cannot be removed before then"
+        )
 
 
 def _mail_options(options: dict) -> dict:

@@ -17,7 +17,9 @@ from app.db.models import Connection, ExchangeDatabase, ExchangeServer, Policy, 
 from app.domain.advisor import PolicyRequest, policy_problems
 from app.domain.connections import ConnectionKind
 from app.domain.protection import ProtectionMethod, RestoreCapability
+from app.security import settings as security_settings
 from app.security.roles import Permission
+from app.security.settings import webhook_refusal
 from app.strategies import DECLARATIONS
 
 router = APIRouter(prefix=API_PREFIX + "/policies", tags=["policies"])
@@ -122,6 +124,14 @@ def _columns(values: dict) -> dict:
     return values
 
 
+def _check_webhook(session: Session, url: str | None) -> None:
+    if url is None:
+        return
+    refusal = webhook_refusal(url, security_settings.load(session).webhook_allowed_networks)
+    if refusal:
+        raise invalid(refusal, "notify_webhook_url")
+
+
 def _seal_webhook_secret(policy: Policy, body, request: Request | None) -> None:
     if body.notify_webhook_secret is not None:
         if request is None:  # a direct caller (the dashboard) must pass the request
@@ -177,6 +187,7 @@ def create_policy(
         raise conflict(f"a policy named '{body.name}' already exists")
     _check_repository(session, body.repository_id)
     policy = Policy(**_columns(body.model_dump(exclude={"targets", "notify_webhook_secret"})))
+    _check_webhook(session, policy.notify_webhook_url)
     _seal_webhook_secret(policy, body, request)
     _check_repository_needed(policy)
     policy.targets = _targets(session, body.targets)
@@ -222,6 +233,8 @@ def update_policy(
         raise conflict(f"a policy named '{changes['name']}' already exists")
     if "repository_id" in changes:
         _check_repository(session, changes["repository_id"])
+    if changes.get("notify_webhook_url") not in (None, policy.notify_webhook_url):
+        _check_webhook(session, changes["notify_webhook_url"])
     for field, value in changes.items():
         setattr(policy, field, value)
     _check_schedule(policy)

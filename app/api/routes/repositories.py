@@ -6,10 +6,10 @@ A repository is a connection of kind ``repository`` (created and tested under
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from fastapi import APIRouter, Request
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.api import API_PREFIX
@@ -17,6 +17,7 @@ from app.api.deps import DbSession, Reader, require, runtime
 from app.api.problems import Problem, invalid, not_found
 from app.api.schemas.inventory import ConnectionTestOut
 from app.api.schemas.repositories import (
+    CopyRequest,
     JobQueuedOut,
     RepositoryOut,
     RepositoryUsageOut,
@@ -24,11 +25,13 @@ from app.api.schemas.repositories import (
     VerifyRequest,
 )
 from app.audit import record
-from app.db.models import Connection, Job, Policy, RepositoryUsage, RestorePoint
+from app.db.models import Connection, Policy, RepositoryUsage, RestorePoint
 from app.db.types import utcnow
 from app.domain.connections import ConnectionKind, ConnectionStatus
 from app.domain.jobs import JobKind
-from app.domain.protection import CopyLocation, RestorePointStatus, Verification
+from app.domain.protection import CopyLocation
+from app.jobs.enqueue import enqueue
+from app.protection.catalog import captures
 from app.repository import RepositoryError, open_repository
 from app.repository.connection import check_repository
 from app.repository.gc import live_digests
@@ -41,7 +44,7 @@ Runner = require(Permission.RUN_BACKUP)
 
 def test_repository(session: Session, conn: Connection, actor, rt: Runtime) -> ConnectionTestOut:
     """``POST /connections/{id}/test`` for a repository: initialise, write, read."""
-    check = check_repository(conn.options or {}, rt.settings.root_key())
+    check = check_repository(conn, rt.settings.root_key())
     conn.status = ConnectionStatus.OK if check.ok else ConnectionStatus.FAILED
     conn.last_checked_at = utcnow()
     conn.last_error = None if check.ok else check.message
@@ -64,12 +67,21 @@ def _repository(session: Session, repository_id: int) -> Connection:
     return conn
 
 
+def _where(options: dict) -> str:
+    """The directory, or ``s3://bucket/prefix`` at its endpoint."""
+    if options.get("backend") == "s3":
+        return f"s3://{options.get('bucket', '?')}/{options.get('prefix', '')} at " + str(
+            options.get("endpoint", "?")
+        )
+    return options.get("path", "")
+
+
 def _out(conn: Connection, usage: RepositoryUsage | None) -> RepositoryOut:
     options = conn.options or {}
     return RepositoryOut(
         id=conn.id,
         name=conn.name,
-        path=options.get("path", ""),
+        path=_where(options),
         encrypted=bool(options.get("encrypted", False)),
         status=conn.status,
         usage=_usage_out(usage) if usage else None,
@@ -83,53 +95,52 @@ def _usage_out(usage: RepositoryUsage) -> RepositoryUsageOut:
 
 
 def _queue(session: Session, kind: JobKind, params: dict, actor) -> JobQueuedOut:
-    job = Job(kind=kind, params=params, created_by=actor.name)
-    session.add(job)
-    session.flush()
-    record(session, actor, f"job.{kind}", "job", job.id, **params)
-    return JobQueuedOut(job_id=job.id)
+    return JobQueuedOut(job_id=enqueue(session, kind, actor=actor, params=params).id)
 
 
 @router.get("/verified-rpo", response_model=list[VerifiedRpoOut], summary="Verified RPO")
-def verified_rpo(session: DbSession, _: Reader):
+def verified_rpo(session: DbSession, request: Request, _: Reader):
     """Per policy: the age of the newest *verified* restore point of its worst target."""
-    return verified_rpo_by_policy(session, utcnow())
+    every = runtime(request).settings.repository_verify_minutes
+    return verified_rpo_by_policy(session, utcnow(), verify_minutes=every)
 
 
 def verified_rpo_by_policy(
-    session: Session, now: datetime, *, with_repository_only: bool = False
+    session: Session,
+    now: datetime,
+    *,
+    with_repository_only: bool = False,
+    verify_minutes: int | None = 1440,
 ) -> list[VerifiedRpoOut]:
+    """Per policy, the age of the newest verified restore point of its worst target. A
+    target not verified yet is neutral until its first verify is due (``verify_minutes``
+    after its first restore point, or after the policy began when it has none yet)."""
     query = select(Policy).order_by(Policy.name)
     if with_repository_only:
         query = query.where(Policy.repository_id.is_not(None))
     policies = session.scalars(query).all()
     if not policies:
         return []
-    newest = {
-        (p, s, d): at
-        for p, s, d, at in session.execute(
-            select(
-                RestorePoint.policy_id,
-                RestorePoint.server_id,
-                RestorePoint.database_id,
-                func.max(RestorePoint.captured_at),
-            )
-            .where(
-                RestorePoint.verification == Verification.VERIFIED,
-                RestorePoint.status == RestorePointStatus.AVAILABLE,
-            )
-            .group_by(RestorePoint.policy_id, RestorePoint.server_id, RestorePoint.database_id)
-        )
-    }
+    newest = captures.newest(session, verified=True)
+    first = captures.first(session)
+    grace = timedelta(minutes=verify_minutes) if verify_minutes else None
     out = []
     for policy in policies:
-        times = [newest.get((policy.id, t.server_id, t.database_id)) for t in policy.targets]
+        keys = [(policy.id, t.server_id, t.database_id) for t in policy.targets]
+        times = [newest.get(k) for k in keys]
         found = [t for t in times if t is not None]
+        waiting = [
+            k
+            for k, t in zip(keys, times, strict=True)
+            if t is None and grace is not None and now < (first.get(k) or policy.created_at) + grace
+        ]
         worst = min(found) if found and len(found) == len(times) else None
         age = int((now - worst).total_seconds() // 60) if worst else None
-        breached = bool(policy.targets) and (
-            worst is None or (policy.rpo_minutes is not None and age > policy.rpo_minutes)
+        overdue = len(times) - len(found) - len(waiting)  # unverified, its verify was due
+        too_old = policy.rpo_minutes is not None and any(
+            (now - t).total_seconds() // 60 > policy.rpo_minutes for t in found
         )
+        breached = bool(policy.targets) and (overdue > 0 or too_old)
         out.append(
             VerifiedRpoOut(
                 policy_id=policy.id,
@@ -141,6 +152,7 @@ def verified_rpo_by_policy(
                 oldest_newest_verified_at=worst,
                 verified_rpo_minutes=age,
                 breached=breached,
+                not_verified_yet=bool(waiting) and not breached,
             )
         )
     return out
@@ -215,6 +227,27 @@ def start_verify(repository_id: int, body: VerifyRequest, session: DbSession, pr
     else:
         params["repository_id"] = conn.id
     return _queue(session, JobKind.VERIFY, params, principal.actor)
+
+
+@router.post(
+    "/{repository_id}/copy",
+    response_model=JobQueuedOut,
+    status_code=202,
+    summary="Queue a copy of this repository's restore points into another repository",
+)
+def start_copy(repository_id: int, body: CopyRequest, session: DbSession, principal=Runner):
+    conn = _repository(session, repository_id)
+    target = session.get(Connection, body.target_repository_id)
+    if target is None or target.kind != ConnectionKind.REPOSITORY:
+        raise not_found("repository", body.target_repository_id)
+    if target.id == conn.id:
+        raise invalid("a copy needs another repository than its source", "target_repository_id")
+    params = {"repository_id": conn.id, "target_repository_id": target.id}
+    if body.restore_point_id is not None:
+        if session.get(RestorePoint, body.restore_point_id) is None:
+            raise not_found("restore point", body.restore_point_id)
+        params["restore_point_id"] = body.restore_point_id
+    return _queue(session, JobKind.COPY, params, principal.actor)
 
 
 @router.post(

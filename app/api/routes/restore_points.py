@@ -29,11 +29,19 @@ SORTABLE = {
 }
 
 
-def _out(points: list[RestorePoint], holds: dict[int, list[str]]) -> list[RestorePointOut]:
+def _out(
+    points: list[RestorePoint], holds: dict[int, list[str]], session: Session | None = None
+) -> list[RestorePointOut]:
+    from app.repository.connection import copy_locks
+
     out = []
     for p in points:
         item = RestorePointOut.model_validate(p)
         item.on_hold = bool(holds.get(p.id))
+        locks = copy_locks(session, p) if session is not None else {}
+        for copy in item.copies:
+            copy.immutable_until = locks.get(copy.id)
+        item.immutable_until = max(locks.values(), default=None)
         out.append(item)
     return out
 
@@ -76,14 +84,14 @@ def list_restore_points(
     if until is not None:
         query = query.where(RestorePoint.captured_at < until)
     page = paginate(session, query, window, sort, sortable=SORTABLE, default_sort="-captured_at")
-    page["items"] = _out(page["items"], holds_by_point(session, page["items"]))
+    page["items"] = _out(page["items"], holds_by_point(session, page["items"]), session)
     return page
 
 
 @router.get("/{point_id}", response_model=RestorePointOut, summary="Read a restore point")
 def read_restore_point(point_id: int, session: DbSession, _: Reader):
     point = get_point(session, point_id)
-    return _out([point], holds_by_point(session, [point]))[0]
+    return _out([point], holds_by_point(session, [point]), session)[0]
 
 
 @router.patch(
@@ -105,17 +113,23 @@ def update_restore_point(
         point.id,
         expires_at=None if body.expires_at is None else body.expires_at.isoformat(),
     )
-    return _out([point], holds_by_point(session, [point]))[0]
+    return _out([point], holds_by_point(session, [point]), session)[0]
 
 
 @router.delete("/{point_id}", status_code=204, summary="Expire a restore point now")
 def delete_restore_point(
     point_id: int, session: DbSession, principal=require(Permission.MANAGE_PROTECTION)
 ):
+    from app.repository.connection import copy_locks
+
     point = get_point(session, point_id)
     blocker = removal_blocker(
         utcnow(), point.retain_until, holds_by_point(session, [point])[point.id]
     )
+    locks = copy_locks(session, point)
+    if blocker is None and locks:
+        # For every role, admin included: the lock is what a stolen account cannot undo.
+        blocker = f"it is immutable until {max(locks.values()):%Y-%m-%d %H:%M} UTC"
     if blocker:
         record(
             session,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Response
 from sqlalchemy import select
 
-from app.accounts import create_token
+from app.accounts import AccountError, create_token
 from app.api import API_PREFIX
 from app.api.deps import CurrentPrincipal, DbSession
 from app.api.pagination import Page, PageWindow, paginate
@@ -57,7 +57,10 @@ def add_token(body: TokenCreate, session: DbSession, principal: CurrentPrincipal
     owner = session.get(User, owner_id)
     if owner is None:
         raise invalid(f"user {owner_id} does not exist", "user_id")
-    row, token = create_token(session, principal.actor, owner, body.name, body.expires_in_days)
+    try:
+        row, token = create_token(session, principal.actor, owner, body.name, body.expires_in_days)
+    except AccountError as exc:
+        raise invalid(str(exc), "expires_in_days") from exc
     return TokenCreated(**TokenOut.model_validate(row).model_dump(), token=token)
 
 

@@ -26,6 +26,8 @@ class CopyOut(Output):
     # Found missing where it lived (deleted outside Bulwark): when, and how it was found.
     gone_at: datetime | None = None
     gone_reason: str | None = None
+    # An immutable repository's copy: nobody can delete it before then.
+    immutable_until: datetime | None = None
 
 
 class RestorePointOut(Output):
@@ -45,6 +47,8 @@ class RestorePointOut(Output):
     expires_at: datetime | None
     retain_until: datetime | None
     on_hold: bool = False
+    # The latest lock end of its copies in immutable repositories (None: none is locked).
+    immutable_until: datetime | None = None
     # Snapshot name, quiesce window in seconds, the consistency asked for, script exit codes.
     details: dict[str, Any]
     copies: list[CopyOut]

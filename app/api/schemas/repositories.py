@@ -37,6 +37,13 @@ class VerifyRequest(Input):
     sample: float = Field(default=1.0, gt=0, le=1, description="Share of blocks to re-read")
 
 
+class CopyRequest(Input):
+    target_repository_id: int = Field(description="The repository the copies go to")
+    restore_point_id: int | None = Field(
+        default=None, description="One restore point; omit for every one the source holds"
+    )
+
+
 class JobQueuedOut(Output):
     job_id: int
 
@@ -55,3 +62,7 @@ class VerifiedRpoOut(Output):
         description="Age of that restore point: the RPO counting only verified restore points"
     )
     breached: bool
+    not_verified_yet: bool = Field(
+        default=False,
+        description="Some target has no verified restore point, but its first verify is not due",
+    )

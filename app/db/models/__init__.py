@@ -24,6 +24,7 @@ from app.db.models.mailboxes import (
 )
 from app.db.models.policies import Policy, PolicyTarget
 from app.db.models.repository import RepositoryUsage
+from app.db.models.settings import ServiceSetting
 from app.db.models.users import ApiToken, User
 
 __all__ = [
@@ -52,6 +53,7 @@ __all__ = [
     "PolicyTarget",
     "Proxy",
     "RepositoryUsage",
+    "ServiceSetting",
     "RestorePoint",
     "RestorePointCopy",
     "User",

@@ -32,7 +32,9 @@ from app.domain.jobs import JobKind, JobState
 from app.domain.protection import CopyLocation
 from app.domain.retention import keep_by_schedule, removal_blocker
 from app.jobs.context import JobContext, JobResult, PermanentError
+from app.jobs.enqueue import enqueue
 from app.jobs.handlers import register
+from app.jobs.scheduler import SCHEDULER_ACTOR
 from app.protection.catalog.copies import retire_copies
 from app.protection.catalog.holds import holds_by_point
 from app.repository import Repository, RepositoryError
@@ -123,6 +125,11 @@ def expire_repository(
             blocker = "a running backup builds on it" if "write" in uses else "a download reads it"
         if blocker is None and point.id in being_read:
             blocker = "a restore or verify job is reading it"
+        if blocker is None and repo.immutable_days:
+            # The store's own date (a reuse may have moved it on), never a guess.
+            ends = [u for c in mine if (u := repo.locked_until(c.reference)) is not None]
+            if ends:
+                blocker = f"immutable until {max(ends):%Y-%m-%d %H:%M} UTC"
         if blocker:
             report.kept[point.id] = blocker
             continue
@@ -223,6 +230,11 @@ def run_expire(ctx: JobContext) -> JobResult:
         ctx.event(f"expired restore points: {', '.join(map(str, report.expired))}")
     for point_id, why in sorted(report.kept.items()):
         ctx.event(f"restore point {point_id} stays: {why}")
+    if gc.locked_objects:
+        ctx.event(
+            f"{gc.locked_objects} object(s) ({gc.locked_bytes} bytes) no longer needed stay "
+            f"locked (immutable repository): reclaimable from {gc.reclaim_at:%Y-%m-%d %H:%M} UTC"
+        )
     for pack_id in gc.damaged_packs:
         ctx.warning(
             f"pack {pack_id} is damaged (its index is torn or it is shorter than the index "
@@ -244,6 +256,9 @@ def run_expire(ctx: JobContext) -> JobResult:
             "remaining_chunks": gc.remaining_chunks,
             "stored_bytes": gc.remaining_bytes,
             "damaged_packs": gc.damaged_packs,
+            "locked_objects": gc.locked_objects,
+            "locked_bytes": gc.locked_bytes,
+            "reclaim_at": gc.reclaim_at.isoformat() if gc.reclaim_at else None,
         },
     )
 
@@ -270,15 +285,13 @@ def _schedule_per_repository(
     ):
         if connection_id in fresh:
             continue
-        job = Job(
-            kind=kind,
+        job = enqueue(
+            session,
+            kind,
+            actor=SCHEDULER_ACTOR,
             params={"repository_id": connection_id, "scheduled": True, **params},
-            created_by="scheduler",
-            created_at=now,
-            not_before=now,
+            at=now,
         )
-        session.add(job)
-        session.flush()
         created.append(job.id)
     return created
 

@@ -13,7 +13,6 @@ of an older restore point then finds it whole again.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -30,9 +29,8 @@ from app.jobs.context import JobContext, JobResult, PermanentError
 from app.jobs.handlers import register
 from app.protection.handlers.expire import _schedule_per_repository
 from app.repository import Repository, RepositoryError
-from app.repository.backend import ObjectMissing
-from app.repository.chunks import chunk_key
 from app.repository.connection import open_job_repository
+from app.repository.image_writer import mark_verified
 
 
 @dataclass
@@ -131,10 +129,7 @@ def _checked_blocks(manifest, sample: float) -> int:
 
 def quarantine(repo: Repository, digest: str) -> None:
     """Move a damaged chunk aside so a later backup stores the data again."""
-    key = chunk_key(digest)
-    with contextlib.suppress(ObjectMissing):
-        repo.store.put(f"quarantine/{digest}", repo.store.get(key))
-        repo.store.delete(key)
+    repo.chunks.quarantine(digest)
 
 
 def run_verify(ctx: JobContext) -> JobResult:
@@ -192,6 +187,7 @@ def run_verify(ctx: JobContext) -> JobResult:
             repo = open_job_repository(ctx, repository_id, session)
         except RepositoryError as exc:
             raise PermanentError(str(exc)) from exc
+    started = utcnow()
     verified, damaged = [], []
     for n, point_id in enumerate(point_ids):
         ctx.check_cancelled()
@@ -221,6 +217,8 @@ def run_verify(ctx: JobContext) -> JobResult:
                 else str(result.error)
             )
         )
+    # From now on a backup checks once more the chunks it carries over (image_writer.py).
+    mark_verified(repo.store, started)
     ctx.progress(percent=100)
     return JobResult(
         partial=bool(damaged),

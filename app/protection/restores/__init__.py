@@ -8,3 +8,4 @@ from app.protection.restores import disk as disk
 from app.protection.restores import mailbox as mailbox
 from app.protection.restores import new_vm as new_vm
 from app.protection.restores import revert as revert
+from app.protection.restores import whole_vm as whole_vm

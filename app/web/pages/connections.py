@@ -24,7 +24,7 @@ from app.api.routes.connections import (
 )
 from app.api.schemas.common import normalise_thumbprint
 from app.api.schemas.connections import ConnectionCreate, ConnectionUpdate
-from app.db.models import Connection, ExchangeServer, Policy, VirtualMachine
+from app.db.models import Connection, ExchangeServer, Policy, PolicyTarget, VirtualMachine
 from app.domain.connections import ConnectionKind, ConnectionStatus
 from app.security.roles import Permission
 from app.web.context import Ctx, Form, signed_in
@@ -426,6 +426,33 @@ def connection_sync(request: Request, connection_id: int, form: Form) -> Respons
         )
 
 
+def _dependents(ctx: Ctx, conn: Connection) -> list[tuple[str, list[tuple[str, str]]]]:
+    """What relies on a connection, to list on its delete page: a vCenter's servers and the
+    policies covering them, a repository's policies."""
+    groups: list[tuple[str, list[tuple[str, str]]]] = []
+    servers = ctx.session.execute(
+        select(ExchangeServer.id, ExchangeServer.name)
+        .where(ExchangeServer.connection_id == conn.id)
+        .order_by(ExchangeServer.name)
+    ).all()
+    if servers:
+        groups.append(("Exchange servers", [(name, f"/servers/{i}") for i, name in servers]))
+    covering = (
+        select(PolicyTarget.policy_id).where(PolicyTarget.server_id.in_([i for i, _ in servers]))
+        if servers
+        else None
+    )
+    where = Policy.repository_id == conn.id
+    if covering is not None:
+        where = where | Policy.id.in_(covering)
+    policies = ctx.session.execute(
+        select(Policy.id, Policy.name).where(where).order_by(Policy.name)
+    ).all()
+    if policies:
+        groups.append(("Policies", [(name, f"/policies/{i}") for i, name in policies]))
+    return groups
+
+
 def _delete_page(ctx: Ctx, conn: Connection, error: str | None = None, status_code=200):
     return render(
         ctx.request,
@@ -438,6 +465,7 @@ def _delete_page(ctx: Ctx, conn: Connection, error: str | None = None, status_co
             "cancel": f"/connections/{conn.id}",
             "error": error,
             "consequence": "Bulwark forgets its address and stored credentials.",
+            "dependents": _dependents(ctx, conn),
         },
         user=ctx.user,
         status_code=status_code,

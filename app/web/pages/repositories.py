@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import RedirectResponse, Response
 
+from app.api.deps import runtime
 from app.api.problems import Problem
 from app.api.routes.repositories import (
     list_repositories,
@@ -35,7 +36,11 @@ def repository_list(request: Request) -> Response:
             {
                 "section": "repositories",
                 "repositories": list_repositories(ctx.session, ctx.principal),
-                "rpo": verified_rpo_by_policy(ctx.session, utcnow()),
+                "rpo": verified_rpo_by_policy(
+                    ctx.session,
+                    utcnow(),
+                    verify_minutes=runtime(request).settings.repository_verify_minutes,
+                ),
                 "samples": SAMPLES,
             },
             user=ctx.user,

@@ -28,6 +28,7 @@ from app.db.types import utcnow
 from app.domain.jobs import JobKind
 from app.domain.protection import Consistency, CopyLocation, RestorePointStatus, Verification
 from app.protection.catalog.holds import holds_by_point
+from app.protection.restores import whole_vm as restore_whole_vm
 from app.security.roles import Permission
 from app.web.context import Ctx, Form, signed_in
 from app.web.errors import WebRoute
@@ -95,6 +96,7 @@ def restore_point_list(
                 **{k: v and v.value for k, v in chosen.items()},
             },
         )
+        servers = names(ctx.session, ExchangeServer, (p.server_id for p in items))
         filters = {
             "server": server_id,
             "database": database_id,
@@ -128,12 +130,26 @@ def restore_point_list(
                 "periods": {"24h": "Last 24 hours", "7d": "Last 7 days", "30d": "Last 30 days"},
                 "holds": holds_by_point(ctx.session, items) if items else {},
                 "revertible": {p.id for p in items if revertible(p)},
-                "servers": names(ctx.session, ExchangeServer, (p.server_id for p in items)),
+                "servers": servers,
+                "groups": _grouped_by_server(items, servers),
                 "databases": names(ctx.session, ExchangeDatabase, (p.database_id for p in items)),
                 "policies": names(ctx.session, Policy, (p.policy_id for p in items)),
             },
             user=ctx.user,
         )
+
+
+def _grouped_by_server(items: list[RestorePoint], servers: dict[int, str]):
+    """The page's points per server (servers by name), each group newest first, with the
+    live copy locations (one badge each) and the bytes the repository copies store."""
+    groups: dict[str, list] = {}
+    for point in items:
+        live = [c for c in point.copies if c.removed_at is None]
+        locations = sorted({c.location for c in live}, key=list(CopyLocation).index)
+        stored = sum(c.size_bytes for c in live if c.location == CopyLocation.REPOSITORY)
+        name = servers.get(point.server_id, "—") if point.server_id else "—"
+        groups.setdefault(name, []).append((point, locations, stored))
+    return sorted(groups.items())
 
 
 def _point_context(ctx: Ctx, point: RestorePoint) -> dict:
@@ -155,6 +171,7 @@ def _point_context(ctx: Ctx, point: RestorePoint) -> dict:
         "holds": holds,
         "connections": names(ctx.session, Connection, (c.connection_id for c in point.copies)),
         "can_revert": revertible(point),
+        "offers": restore_whole_vm.offers(point),
         "snapshot": next(
             (
                 c

@@ -41,7 +41,7 @@ from app.web.forms import FormState, apply_problem, apply_validation_error, text
 from app.web.labels import label
 from app.web.pages.inventory import datastores_of
 from app.web.paging import page_of
-from app.web.queries import names, revertible
+from app.web.queries import names, revertible, server_summaries
 from app.web.templating import flash, render
 
 router = APIRouter(route_class=WebRoute)
@@ -68,6 +68,17 @@ def server_list(request: Request, page: int = 1) -> Response:
                 .group_by(PolicyTarget.server_id)
             ).all()
         )
+        # Names beside morefs: the VMs as the last inventory sync stored them, one query.
+        wanted = {(s.connection_id, s.vm_moref) for s in items if s.vm_moref}
+        vm_names = {
+            (conn, moref): name
+            for conn, moref, name in ctx.session.execute(
+                select(VirtualMachine.connection_id, VirtualMachine.moref, VirtualMachine.name)
+                .where(VirtualMachine.moref.in_({m for _, m in wanted}))
+                .where(VirtualMachine.connection_id.in_({c for c, _ in wanted}))
+            )
+            if (conn, moref) in wanted
+        }
         return render(
             request,
             "servers/list.html",
@@ -76,7 +87,9 @@ def server_list(request: Request, page: int = 1) -> Response:
                 "items": items,
                 "pager": pager,
                 "vcenters": names(ctx.session, Connection, (s.connection_id for s in items)),
+                "vm_names": vm_names,
                 "covered": covered,
+                "summaries": server_summaries(ctx.session, ids),
             },
             user=ctx.user,
         )
