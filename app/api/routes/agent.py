@@ -25,10 +25,26 @@ from app.audit import Actor, record
 from app.db.models import Agent, AgentTask, ExchangeServer
 from app.protection.bindings import agents as svc
 from app.repository import ChunkDamaged, Repository, RepositoryError, open_repository
+from app.security import guard
 from app.security.roles import Permission
 from app.tls import fingerprint
 
 router = APIRouter(prefix=API_PREFIX + "/agent", tags=["in-guest agent"])
+
+
+def _guard_identifies(request: Request, session) -> bool:
+    """The request guard's question for agent paths: an agent credential, nothing else."""
+    try:
+        svc.authenticate(session, _credential(request))
+    except (svc.AgentProblem, Problem):
+        return False
+    return True
+
+
+# Enrollment is open (the one-time code is the credential); chunks are up to a block.
+guard.PUBLIC[API_PREFIX + "/agent/enroll"] = 4 << 10
+guard.identify_under(API_PREFIX + "/agent/", _guard_identifies)
+guard.allow_body(API_PREFIX + "/agent/tasks/", 16 << 20)
 admin = APIRouter(prefix=API_PREFIX + "/servers", tags=["in-guest agent"])
 Admin = require(Permission.MANAGE_CONNECTIONS)
 DIGEST_LENGTH = 64
