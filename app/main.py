@@ -33,9 +33,11 @@ from app.api.routes import (
     users,
     whole_vm,
 )
+from app.composition import load_handlers
 from app.config import Settings, get_settings
 from app.metrics import HttpMetrics, ProtectionCollector
 from app.security.guard import RequestGuard
+from app.security.headers import ApiHeaders
 from app.state import Runtime
 from app.web import routes as web
 
@@ -56,13 +58,15 @@ def create_app(settings: Settings | None = None, *, background_jobs: bool = Fals
     process (``bulwark serve`` does; tests of the API alone do not)."""
     settings = settings or get_settings()
     runtime = Runtime.from_settings(settings)
+    # Jobs the API queues take their requirements from the handlers' registrations.
+    load_handlers()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         bootstrap.prepare(runtime)
         jobs = None
         if background_jobs:
-            from app.jobs import start_background
+            from app.composition import start_background
 
             jobs = start_background(
                 runtime, worker_name=settings.worker_name, capabilities=settings.worker_capabilities
@@ -124,5 +128,6 @@ def create_app(settings: Settings | None = None, *, background_jobs: bool = Fals
         same_site="lax",
         https_only=settings.secure_cookies,
     )
+    app.add_middleware(ApiHeaders)
     app.add_middleware(HttpMetrics, registry=app.state.registry)
     return app

@@ -11,9 +11,9 @@ from sqlalchemy import select
 from app.api.deps import require, runtime
 from app.api.downloads import attachment
 from app.api.problems import Problem, invalid
-from app.audit import record
 from app.db.models import ArchiveMessage, Job
 from app.domain.jobs import JobKind
+from app.jobs.enqueue import enqueue
 from app.mailboxes import restore as mrestore
 from app.protection.restores import mailbox as mailbox_restore
 from app.repository import ChunkDamaged, RepositoryError, open_repository
@@ -32,16 +32,7 @@ def exporter(principal=require(Permission.READ)):
 def queue_mail_restore(session, principal, params: dict) -> Job:
     """A restore job for mail (run by a worker with the ``mail`` capability)."""
     params = {"mode": mailbox_restore.MODE, "requested_by": principal.actor.name, **params}
-    job = Job(
-        kind=JobKind.RESTORE,
-        params=params,
-        required_capabilities=list(mailbox_restore.MAILBOX.capabilities),
-        created_by=principal.actor.name,
-    )
-    session.add(job)
-    session.flush()
-    record(session, principal.actor, "job.restore", "job", job.id, **params)
-    return job
+    return enqueue(session, JobKind.RESTORE, actor=principal.actor, params=params)
 
 
 def stream_export(session, request: Request, items, fmt: str, filename: str):

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from app.domain.declarations import Declaration, Need, Reach
+from app.domain.declarations import Declaration, Quiesce, Reach
 from app.domain.protection import Consistency, DatabaseLayout, RestoreCapability
 
 CONSISTENCY_ORDER = list(Consistency)  # best first
@@ -59,7 +59,7 @@ def _reaches(d: Declaration, layout: DatabaseLayout, log_layout: DatabaseLayout 
     if d.snapshots_disks and log_layout is not None and log_layout != layout:
         on_logs = {r.consistency: r for r in d.reach_on(log_layout)}
         reaches = tuple(
-            Reach(r.consistency, r.needs | on_logs[r.consistency].needs)
+            Reach(r.consistency, r.needs | on_logs[r.consistency].needs, r.by)
             for r in reaches
             if r.consistency in on_logs
         )
@@ -142,7 +142,7 @@ def policy_problems(declaration: Declaration, request: PolicyRequest) -> list[st
             f"{r.target}: {d.title} cannot reach {r.consistency.value} consistency here "
             f"(possible: {possible})"
         )
-    elif Need.QUIESCE_SCRIPTS in match[0].needs and not r.has_scripts:
+    elif match[0].by == Quiesce.SCRIPTS and not r.has_scripts:
         problems.append(
             f"{r.target}: {r.consistency.value} with {d.title} needs pre- and post-snapshot "
             "scripts that quiesce and resume the database"

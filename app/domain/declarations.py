@@ -23,12 +23,26 @@ class Need(StrEnum):
     VM_POWERED_OFF = "the Exchange server is shut down while the snapshot is taken"
 
 
+class Quiesce(StrEnum):
+    """Who brings the database into the state a consistency level needs (the strategies'
+    quiescers, app.strategies.quiesce, one per value)."""
+
+    NONE = "none"  # nothing: what is on disk at the snapshot
+    TOOLS = "tools"  # VMware Tools drives VSS in the guest during the VMFS snapshot
+    SCRIPTS = "scripts"  # the policy's pre- and post-snapshot scripts, run in the guest
+    AGENT = "agent"  # an Exchange-aware agent in the guest freezes the database
+    POWER_OFF = "power_off"  # the VM is shut down for the snapshot
+
+
 @dataclass(frozen=True)
 class Reach:
-    """A consistency level the method reaches on a layout, and what that takes."""
+    """A consistency level the method reaches on a layout, what that takes, and who
+    quiesces for it. A method's reaches are its consistency table: the advisor checks a
+    policy against it and the strategy picks its quiescer from it."""
 
     consistency: Consistency
     needs: frozenset[Need] = frozenset()
+    by: Quiesce = Quiesce.NONE
 
 
 @dataclass(frozen=True)
@@ -55,3 +69,7 @@ class Declaration:
 
     def reach_on(self, layout: DatabaseLayout) -> tuple[Reach, ...]:
         return self.reaches.get(layout, ())
+
+    def reach(self, layout: DatabaseLayout, consistency: Consistency) -> Reach | None:
+        """How the method reaches ``consistency`` on ``layout`` (None: it cannot)."""
+        return next((r for r in self.reach_on(layout) if r.consistency == consistency), None)

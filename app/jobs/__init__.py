@@ -3,10 +3,11 @@
 ``engine`` (claim/lease/finish on the jobs table: ``claiming``, ``states`` and
 ``transactions`` are its parts), ``context`` (what a handler gets),
 ``handlers`` (JobKind → handler), ``worker`` (the loop), ``scheduler`` (policies → jobs),
-``background`` (scheduler + worker inside ``bulwark serve``), ``cli`` (``bulwark worker``).
+``enqueue`` (the one way to create a job), ``background`` (scheduler + worker threads).
+What the jobs do is handed in by app/composition.py; nothing here imports a layer above.
 """
 
-from app.jobs.background import BackgroundJobs, start_background
+from app.jobs.background import BackgroundJobs
 from app.jobs.context import JobCancelled, JobContext, JobResult, LeaseLost, PermanentError
 from app.jobs.engine import ClaimedJob, JobEngine, ResourceLimits
 from app.jobs.handlers import Handler, HandlerRegistry, register, registry
@@ -29,5 +30,4 @@ __all__ = [
     "Worker",
     "register",
     "registry",
-    "start_background",
 ]

@@ -1,20 +1,13 @@
-"""The scheduler and one worker in background threads of ``bulwark serve``."""
+"""The scheduler and one worker in background threads of ``bulwark serve`` (started by
+app/composition.py, which hands them what they run)."""
 
 from __future__ import annotations
 
 import logging
-import socket
 import threading
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
 
-from app.jobs.handlers import HandlerRegistry, load_handlers
 from app.jobs.scheduler import Scheduler
 from app.jobs.worker import Worker
-from app.notifications import Notifier
-
-if TYPE_CHECKING:
-    from app.state import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -54,46 +47,3 @@ class BackgroundJobs:
             thread.join(timeout)
             if thread.is_alive():
                 log.warning("%s did not stop within %.0f s", thread.name, timeout)
-
-
-def start_background(
-    runtime: Runtime,
-    *,
-    worker_name: str | None = None,
-    capabilities: Iterable[str] = (),
-    concurrency: int = 1,
-    scheduler: bool = True,
-    worker: bool = True,
-    scheduler_interval: float = 30.0,
-    registry: HandlerRegistry | None = None,
-    worker_options: dict[str, Any] | None = None,
-) -> BackgroundJobs:
-    """Start the scheduler and an in-process worker; call ``.stop()`` on shutdown."""
-    if registry is None:
-        load_handlers()
-    sched = (
-        Scheduler(
-            runtime.db,
-            resync_minutes=runtime.settings.inventory_resync_minutes,
-            notifier=Notifier(runtime.settings, runtime.secrets),
-            repository_upkeep=(
-                runtime.settings.repository_expire_minutes,
-                runtime.settings.repository_verify_minutes,
-                runtime.settings.repository_verify_sample,
-            ),
-        )
-        if scheduler
-        else None
-    )
-    work = None
-    if worker:
-        name = worker_name or f"{socket.gethostname()}-serve"[:64]
-        work = Worker(
-            runtime,
-            name,
-            capabilities,
-            concurrency,
-            registry=registry,
-            **(worker_options or {}),
-        )
-    return BackgroundJobs(sched, work).start(scheduler_interval)

@@ -11,34 +11,51 @@ called before a job taken over from a dead worker runs again, and after any atte
 ended with leftovers still recorded. It should be idempotent (a leftover may already be gone)
 and may call ``ctx.remove_leftover`` as it goes; when it returns, all are forgotten.
 
-``capabilities`` are what a worker must declare to run this kind at all (e.g. ``vcenter``);
-a job's own ``required_capabilities`` come on top.
+``capabilities`` are what a worker must declare to run this kind at all (e.g. ``vcenter``).
+``requires(session, request) -> Requirements`` says what one job of the kind needs on top
+(a backup: the proxy capability its method declares, and the host and datastores its VM
+loads; a restore: what its restore mode needs): ``enqueue`` asks it when the job is made,
+so the rule lives beside the handler and not with each caller.
+
+Which modules register the product's handlers is the composition root's knowledge
+(app/composition.py), not this layer's.
 """
 
 from __future__ import annotations
 
-import importlib
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from app.domain.jobs import JobKind
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
     from app.jobs.context import JobContext, JobResult
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """A job about to be made: what ``requires`` decides from."""
+
+    kind: JobKind
+    params: dict[str, Any] = field(default_factory=dict)
+    policy_id: int | None = None
+    server_id: int | None = None
+    database_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Requirements:
+    capabilities: tuple[str, ...] = ()
+    resources: tuple[str, ...] = ()
+
 
 RunFn = Callable[["JobContext"], "JobResult | None"]
 CleanupFn = Callable[["JobContext", list[dict[str, Any]]], None]
-
-# Modules that register the product's handlers when imported; the worker imports them.
-HANDLER_MODULES: tuple[str, ...] = (
-    "app.protection.handlers.backup",
-    "app.protection.handlers.restore",
-    "app.inventory.sync_job",
-    "app.protection.handlers.verify",
-    "app.protection.handlers.expire",
-)
+RequiresFn = Callable[["Session", JobRequest], Requirements]
 
 
 @dataclass(frozen=True)
@@ -47,6 +64,15 @@ class Handler:
     run: RunFn
     cleanup: CleanupFn | None = None
     capabilities: frozenset[str] = frozenset()
+    requires: RequiresFn | None = None
+
+    def requirements(self, session: Session, request: JobRequest) -> Requirements:
+        """What a job of this kind needs: the kind's capabilities, then the job's own."""
+        own = self.requires(session, request) if self.requires else Requirements()
+        return Requirements(
+            tuple(dict.fromkeys([*sorted(self.capabilities), *own.capabilities])),
+            tuple(sorted(set(own.resources))),
+        )
 
 
 class HandlerRegistry:
@@ -60,8 +86,9 @@ class HandlerRegistry:
         run: RunFn,
         cleanup: CleanupFn | None = None,
         capabilities: Iterable[str] = (),
+        requires: RequiresFn | None = None,
     ) -> Handler:
-        handler = Handler(JobKind(kind), run, cleanup, frozenset(capabilities))
+        handler = Handler(JobKind(kind), run, cleanup, frozenset(capabilities), requires)
         with self._lock:
             self._handlers[handler.kind] = handler
         return handler
@@ -94,12 +121,7 @@ def register(
     run: RunFn,
     cleanup: CleanupFn | None = None,
     capabilities: Iterable[str] = (),
+    requires: RequiresFn | None = None,
 ) -> Handler:
     """Register the process-wide handler for ``kind`` (replacing an earlier one)."""
-    return registry.register(kind, run, cleanup, capabilities)
-
-
-def load_handlers(modules: Iterable[str] = HANDLER_MODULES) -> None:
-    """Import the modules that register the product's handlers."""
-    for name in modules:
-        importlib.import_module(name)
+    return registry.register(kind, run, cleanup, capabilities, requires)

@@ -13,13 +13,18 @@ policy is still queued or running is skipped this time.
 Exactly once with several schedulers: on PostgreSQL each tick runs in one transaction under
 ``pg_try_advisory_xact_lock`` (a scheduler that does not get it skips the tick; the holder
 does the work); on SQLite the tick transaction starts with ``BEGIN IMMEDIATE``.
+
+The scheduler is handed what it cannot know at this layer (the composition root,
+app/composition.py, does it): further job ``sources`` run each tick (repository expiry and
+verification) and the notifier. What a backup job needs of a worker comes from the backup
+handler's registration, through ``enqueue``.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
@@ -27,13 +32,15 @@ from croniter import croniter
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from app.audit import Actor, record
-from app.db.models import Connection, Job, JobEvent, Policy, PolicyTarget
+from app.audit import Actor
+from app.db.models import Connection, Job, Policy, PolicyTarget
 from app.db.session import Database
 from app.db.types import utcnow
 from app.domain.connections import ConnectionKind
-from app.domain.jobs import EventLevel, JobKind, JobState
+from app.domain.jobs import JobKind, JobState
 from app.domain.schedules import schedule_problem
+from app.jobs.enqueue import enqueue
+from app.jobs.handlers import HandlerRegistry
 from app.notifications import Notifier
 
 log = logging.getLogger(__name__)
@@ -43,9 +50,12 @@ SCHEDULER_ACTOR = Actor(SCHEDULER, "system")
 # pg advisory lock key (one bigint): "BWKSCHED" folded into 63 bits.
 SCHEDULER_LOCK_KEY = 0x42574B5343484544 & 0x7FFFFFFFFFFFFFFF
 
-# (session, policy, target) -> extra Job fields: required_capabilities, max_attempts,
+# (session, policy, target) -> what a backup job needs, replacing what the backup handler's
+# registration says (tests, special set-ups): required_capabilities, resources, max_attempts,
 # params (merged; scheduled_for always wins).
 JobTemplate = Callable[[Session, Policy, PolicyTarget], dict[str, Any]]
+# (session, now) -> ids of the jobs it queued: more work made each tick (repository upkeep).
+JobSource = Callable[[Session, datetime], list[int]]
 
 
 def parse_time(value: Any) -> datetime | None:
@@ -68,16 +78,17 @@ class Scheduler:
         lock_key: int = SCHEDULER_LOCK_KEY,
         resync_minutes: int | None = None,
         notifier: Notifier | None = None,
-        repository_upkeep: tuple[int, int, float] | None = None,
+        sources: Sequence[JobSource] = (),
+        registry: HandlerRegistry | None = None,
     ):
         self.db = database
-        # (expire every N min, verify every M min, verify sample share); None: not scheduled.
-        self.repository_upkeep = repository_upkeep
+        self.sources = tuple(sources)
+        self.registry = registry
         # Periodic inventory resync of every vCenter (None: only when asked).
         self.resync_minutes = resync_minutes
         self.notifier = notifier
         self.tz = timezone
-        self.job_template = job_template if job_template is not None else _default_template()
+        self.job_template = job_template
         self.lock_key = lock_key
 
     # -- when ------------------------------------------------------------------------------
@@ -188,35 +199,27 @@ class Scheduler:
                     scheduled_for.isoformat(),
                 )
                 continue
-            extra = dict(self.job_template(session, policy, target)) if self.job_template else {}
+            template = self.job_template
+            extra = dict(template(session, policy, target)) if template else {}
             params = dict(extra.pop("params", {}) or {})
             params["scheduled_for"] = scheduled_for.isoformat()
-            job = Job(
-                kind=JobKind.BACKUP,
+            message = f"scheduled by policy {policy.name} for {scheduled_for.isoformat()}"
+            job = enqueue(
+                session,
+                JobKind.BACKUP,
+                actor=SCHEDULER_ACTOR,
+                params=params,
                 policy_id=policy.id,
                 server_id=target.server_id,
                 database_id=target.database_id,
-                params=params,
-                required_capabilities=list(extra.pop("required_capabilities", []) or []),
-                created_by=SCHEDULER,
-                created_at=now,
-                not_before=now,
-                **{k: v for k, v in extra.items() if k in ("max_attempts",)},
-            )
-            session.add(job)
-            session.flush()
-            message = f"scheduled by policy {policy.name} for {scheduled_for.isoformat()}"
-            session.add(JobEvent(job_id=job.id, at=now, message=message))
-            if note:
-                session.add(JobEvent(job_id=job.id, at=now, level=EventLevel.INFO, message=note))
-            record(
-                session,
-                SCHEDULER_ACTOR,
-                "job.backup",
-                "job",
-                job.id,
-                policy_id=policy.id,
-                scheduled_for=params["scheduled_for"],
+                capabilities=extra.get("required_capabilities", []) if template else None,
+                resources=extra.get("resources", []) if template else None,
+                max_attempts=extra.get("max_attempts"),
+                at=now,
+                events=[message, note] if note else [message],
+                audit_action="job.backup",
+                audit_detail={"policy_id": policy.id, "scheduled_for": params["scheduled_for"]},
+                registry=self.registry,
             )
             created.append(job.id)
         if not policy.targets:
@@ -260,8 +263,8 @@ class Scheduler:
                     failures.append((policy, "scheduling", f"{type(exc).__name__}: {exc}"))
             if self.resync_minutes:
                 created += self._schedule_syncs(session, now)
-            if self.repository_upkeep:
-                created += self._schedule_repository_upkeep(session, now)
+            for source in self.sources:
+                created += source(session, now)
             if self.notifier is not None:
                 try:
                     with session.begin_nested():
@@ -289,29 +292,16 @@ class Scheduler:
         for connection_id in vcenters:
             if connection_id in fresh:
                 continue
-            job = Job(
-                kind=JobKind.SYNC,
+            job = enqueue(
+                session,
+                JobKind.SYNC,
+                actor=SCHEDULER_ACTOR,
                 params={"connection_id": connection_id},
-                required_capabilities=["vcenter"],
-                created_by=SCHEDULER,
-                created_at=now,
-                not_before=now,
+                capabilities=["vcenter"],
+                at=now,
+                registry=self.registry,
             )
-            session.add(job)
-            session.flush()
             created.append(job.id)
-        return created
-
-    def _schedule_repository_upkeep(self, session: Session, now: datetime) -> list[int]:
-        from app.protection.handlers.expire import schedule_expiry
-        from app.protection.handlers.verify import schedule_verification
-
-        expire_every, verify_every, sample = self.repository_upkeep
-        created = []
-        if expire_every:
-            created += schedule_expiry(session, now, expire_every)
-        if verify_every:
-            created += schedule_verification(session, now, verify_every, sample)
         return created
 
     def run_forever(self, stop_event: threading.Event, interval: float = 30.0) -> None:
@@ -323,10 +313,3 @@ class Scheduler:
             except Exception:
                 log.exception("scheduler tick failed")
             stop_event.wait(interval)
-
-
-def _default_template() -> JobTemplate:
-    # The protection layer knows what each method needs; imported late, it imports us.
-    from app.protection.handlers.backup import job_template
-
-    return job_template

@@ -1,10 +1,15 @@
 """The protection methods' declarations, after the whitepaper's "Options in data protection"
-and "Recovery and Restore". Strategy implementations carry these; the advisor reads them."""
+and "Recovery and Restore". Strategy implementations carry these; the advisor reads them.
+
+Each declaration's ``reaches`` is the method's consistency table: per layout, the levels it
+reaches, what each takes, and who quiesces for it (``by``). The advisor refuses a policy the
+table cannot honour (a level it does not list, scripts it needs and the policy lacks); the
+strategy picks its quiescer from the same row (app.strategies.quiesce)."""
 
 from __future__ import annotations
 
 from app.domain.connections import ConnectionKind
-from app.domain.declarations import Declaration, Need, Reach
+from app.domain.declarations import Declaration, Need, Quiesce, Reach
 from app.domain.protection import Consistency as C
 from app.domain.protection import DatabaseLayout as L
 from app.domain.protection import ProtectionMethod as M
@@ -14,10 +19,13 @@ PHYSICAL_RDM_NO_VMFS = (
     "a physical-mode RDM bypasses VMFS entirely: VMFS cannot snapshot it, so all snapshot "
     "and cloning activity must happen inside the storage array"
 )
+# Warm: the pre-snapshot script dismounts the database, the post-snapshot script mounts it.
 COLD_WARM = (
-    Reach(C.WARM, frozenset({Need.DATABASE_DISMOUNTED})),
-    Reach(C.COLD, frozenset({Need.VM_POWERED_OFF})),
+    Reach(C.WARM, frozenset({Need.DATABASE_DISMOUNTED, Need.QUIESCE_SCRIPTS}), Quiesce.SCRIPTS),
+    Reach(C.COLD, frozenset({Need.VM_POWERED_OFF}), Quiesce.POWER_OFF),
 )
+TOOLS = Reach(C.HOT_APPLICATION, frozenset({Need.GUEST_QUIESCE}), Quiesce.TOOLS)
+SCRIPTED = Reach(C.HOT_CRASH_SCRIPTED, frozenset({Need.QUIESCE_SCRIPTS}), Quiesce.SCRIPTS)
 
 VM_IMAGE = Declaration(
     method=M.VM_IMAGE,
@@ -27,7 +35,7 @@ VM_IMAGE = Declaration(
     scope="vm",
     reaches={
         L.VMDK: (
-            Reach(C.HOT_APPLICATION, frozenset({Need.GUEST_QUIESCE})),
+            TOOLS,
             Reach(C.CRASH),
             *COLD_WARM,
         ),
@@ -58,13 +66,13 @@ VMFS_SNAPSHOT = Declaration(
     reaches={
         # On a VMDK, VMware Tools drives VSS in a Windows guest: hot and application-consistent.
         L.VMDK: (
-            Reach(C.HOT_APPLICATION, frozenset({Need.GUEST_QUIESCE})),
-            Reach(C.HOT_CRASH_SCRIPTED, frozenset({Need.QUIESCE_SCRIPTS})),
+            TOOLS,
+            SCRIPTED,
             *COLD_WARM,
         ),
         # VCB cannot quiesce Exchange on a virtual-mode RDM: scripts, or cold/warm only.
         L.RDM_VIRTUAL: (
-            Reach(C.HOT_CRASH_SCRIPTED, frozenset({Need.QUIESCE_SCRIPTS})),
+            SCRIPTED,
             *COLD_WARM,
         ),
     },
@@ -89,8 +97,11 @@ ARRAY_SNAPSHOT = Declaration(
     scope="database",
     reaches={
         L.RDM_PHYSICAL: (
-            Reach(C.HOT_APPLICATION, frozenset({Need.IN_GUEST_AGENT})),
-            Reach(C.HOT_CRASH_SCRIPTED, frozenset({Need.QUIESCE_SCRIPTS})),
+            # The agent's VSS-aware freeze; until the in-guest agent drives it, its freeze and
+            # thaw commands are the policy's scripts, and without them the point is crash-
+            # consistent (and says so).
+            Reach(C.HOT_APPLICATION, frozenset({Need.IN_GUEST_AGENT}), Quiesce.AGENT),
+            SCRIPTED,
             Reach(C.CRASH),
             *COLD_WARM,
         ),
@@ -114,7 +125,7 @@ AGENT_STREAM = Declaration(
     summary="Application-aware agent inside the VM streams the database, incrementally, as on "
     "a physical server",
     scope="database",
-    reaches={L.VMDK: (Reach(C.HOT_APPLICATION, frozenset({Need.IN_GUEST_AGENT})),)},
+    reaches={L.VMDK: (Reach(C.HOT_APPLICATION, frozenset({Need.IN_GUEST_AGENT}), Quiesce.AGENT),)},
     ruled_out={
         L.RDM_PHYSICAL: "a database on a physical-mode RDM is protected by array snapshots "
         "quiesced by the agent, not by streaming it",

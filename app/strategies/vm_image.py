@@ -1,7 +1,8 @@
 """VM image backup: a VMFS snapshot of the whole VM, each frozen disk copied off the host
 into the repository (the whitepaper's VCB, with this worker as the proxy).
 
-The snapshot (and its quiesce, scripts or cold shutdown) is :class:`VmSnapshot`'s. The copy
+The snapshot is :class:`VmSnapshot`'s (its quiesce, scripts or cold shutdown, the quiescer's
+the consistency table picks: app.strategies.quiesce). The copy
 reads each disk the snapshot froze over the datastore's ``/folder`` HTTPS transfer and streams
 it through the repository (hash, compress, store once) with bounded memory. Where vCenter
 tracks changed blocks, a later backup reads only the areas written since the previous image
@@ -18,8 +19,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from sqlalchemy import select
-
 from app.adapters import vsphere
 from app.adapters.vsphere.datastore_files import DatastoreFiles, datacenter_path
 from app.adapters.vsphere.snapshot_disks import (
@@ -30,9 +29,10 @@ from app.adapters.vsphere.snapshot_disks import (
 )
 from app.adapters.vsphere.vm_config import read_config
 from app.domain.jobs import EventLevel
-from app.domain.protection import CopyLocation, ProtectionMethod, RestorePointStatus
+from app.domain.protection import CopyLocation, ProtectionMethod
 from app.jobs.context import PermanentError
-from app.repository.connection import open_job_repository
+from app.repository.errors import ChunkDamaged
+from app.strategies import images, quiesce
 from app.strategies.base import BackupRun, CopyMade, StepContext
 from app.strategies.declarations import VM_IMAGE
 from app.strategies.vm_snapshot import VmSnapshot
@@ -177,7 +177,7 @@ class VmImage(VmSnapshot):
     def copy(self, run: BackupRun) -> None:
         ctx, target = run.ctx, run.target
         repository_id = self._repository_id(run)
-        repo = open_job_repository(ctx, repository_id)
+        repo = self.services.open_repository(repository_id)
         client = self._client_for(target.connection_id)
         snapshot = run.details["snapshot"]
         files = DatastoreFiles(client, datacenter_path(client, target.vm_moref))
@@ -217,7 +217,7 @@ class VmImage(VmSnapshot):
                     )
 
                 manifest = self._write(run, repo, disk, source, size, plan, progress)
-            manifest_id = self._save(run, repo, manifest, repository_id)
+            manifest_id = images.save_image(run, repo, manifest, repository_id)
             base += size
             ctx.progress(bytes_done=base)
             run.copies.append(CopyMade(CopyLocation.REPOSITORY, manifest_id, repository_id, size))
@@ -288,8 +288,6 @@ class VmImage(VmSnapshot):
         run.details["cbt_reset"] = record
 
     def _write(self, run, repo, disk, source, size, plan: ReadPlan, progress) -> Any:
-        from app.repository.errors import ChunkDamaged
-
         # Progress counts bytes as they arrive from the datastore: the repository reports a
         # block only once it is stored, many blocks later.
         source.seek(0)
@@ -314,11 +312,7 @@ class VmImage(VmSnapshot):
     # -- helpers ----------------------------------------------------------------------------
     @staticmethod
     def _repository_id(run: BackupRun) -> int:
-        from app.db.models import Policy
-
-        with run.ctx.db.session() as session:
-            policy = session.get(Policy, run.policy.id)
-            repository_id = policy.repository_id if policy else None
+        repository_id = run.policy.repository_id
         if repository_id is None:
             raise ImageNotPossible(
                 f"policy '{run.policy.name}' has no repository to copy the VM image into"
@@ -346,26 +340,15 @@ class VmImage(VmSnapshot):
             raise ImageNotPossible(f"{run.target.server_name} has no disk a VM snapshot captures")
         return chosen
 
-    @staticmethod
-    def _earlier_disks(run: BackupRun, repository_id: int) -> dict[int, dict[str, Any]]:
+    def _earlier_disks(self, run: BackupRun, repository_id: int) -> dict[int, dict[str, Any]]:
         """The disks of this target's newest earlier image in the same repository."""
-        from app.db.models import RestorePoint
-
-        with run.ctx.db.session() as session:
-            points = session.scalars(
-                select(RestorePoint)
-                .where(
-                    RestorePoint.server_id == run.target.server_id,
-                    RestorePoint.method == ProtectionMethod.VM_IMAGE,
-                    RestorePoint.status == RestorePointStatus.AVAILABLE,
-                )
-                .order_by(RestorePoint.captured_at.desc(), RestorePoint.id.desc())
-                .limit(5)
-            ).all()
-            for point in points:
-                details = point.details or {}
-                if details.get("repository_id") == repository_id and details.get("disks"):
-                    return {d["key"]: d for d in details["disks"]}
+        points = self.services.recent_points(
+            run.target, ProtectionMethod.VM_IMAGE, whole_server=True
+        )
+        for point in points:
+            details = point.details
+            if details.get("repository_id") == repository_id and details.get("disks"):
+                return {d["key"]: d for d in details["disks"]}
         return {}
 
     @staticmethod
@@ -396,25 +379,6 @@ class VmImage(VmSnapshot):
             "job": run.job_id,
         }
 
-    @staticmethod
-    def _save(run: BackupRun, repo: Any, manifest: Any, repository_id: int) -> str:
-        """Make the image durable; until the catalog names it, it is this job's leftover."""
-        from app.repository.manifest import new_manifest_id
-
-        manifest.id = manifest.id or new_manifest_id(manifest.created_at)
-        leftover = {
-            "kind": "repository_image",
-            "repository_id": repository_id,
-            "manifest_id": manifest.id,
-        }
-        try:
-            # Recorded first: a crash between saving and cataloging still names the image.
-            run.ctx.add_leftover(leftover)
-            return repo.save_manifest(manifest)
-        except BaseException:
-            repo.abandon(manifest)
-            raise
-
     def _retain_snapshot(self, run: BackupRun, client: Any) -> None:
         """Keep the snapshot for instant recovery if the policy keeps snapshots on primary
         storage; otherwise remove it now: the repository holds the image."""
@@ -423,41 +387,25 @@ class VmImage(VmSnapshot):
         moref, name = run.details["snapshot"], run.details["snapshot_name"]
         run.ctx.step("retain", f"removing snapshot {name}: the image is in the repository")
         vsphere.remove_snapshot(client, moref)
-        run.ctx.remove_leftover(self._leftover(run, "vm_snapshot", name=name))
+        run.ctx.remove_leftover(quiesce.leftover(run, "vm_snapshot", name=name))
         run.copies = [c for c in run.copies if c.location != CopyLocation.VM_SNAPSHOT]
         run.details["snapshot_removed"] = True
 
     # -- cleanup ----------------------------------------------------------------------------
     def _clean_one(self, ctx: StepContext, item: dict[str, Any]) -> None:
-        if item.get("kind") != "repository_image":
+        if item.get("kind") != images.LEFTOVER:
             super()._clean_one(ctx, item)
             return
-        from app.db.models import RestorePointCopy
-
-        with ctx.db.session() as session:  # never an image the catalog names
-            named = session.scalar(
-                select(RestorePointCopy.id).where(
-                    RestorePointCopy.location == CopyLocation.REPOSITORY,
-                    RestorePointCopy.reference == item["manifest_id"],
-                )
-            )
-        if named is not None:
-            return
         try:
-            repo = open_job_repository(ctx, item["repository_id"])
-            repo.delete_manifest(item["manifest_id"])
+            images.remove_uncataloged(self.services, ctx, item)
         except Exception as exc:  # noqa: BLE001 - reported like a vCenter failure: kept, retried
             raise ImageCopyError(
                 f"image {item['manifest_id']} could not be removed: {exc}"
             ) from None
-        ctx.event(
-            f"removed image {item['manifest_id']} an interrupted run left uncataloged",
-            step="cleanup",
-        )
 
     def cleanup(self, ctx: StepContext, leftovers: list[dict[str, Any]]) -> None:
         # Images first: no vCenter session is needed for them.
-        ordered = sorted(leftovers, key=lambda x: x.get("kind") != "repository_image")
+        ordered = sorted(leftovers, key=lambda x: x.get("kind") != images.LEFTOVER)
         super().cleanup(ctx, ordered)
 
 

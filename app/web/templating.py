@@ -16,7 +16,7 @@ from app.api.deps import csrf_token
 from app.db.models import User
 from app.security.roles import Permission, role_allows
 from app.strategies import DECLARATIONS
-from app.strategies.vm_snapshot import QUIESCE_BUDGET_S, QUIESCE_WARNING_S
+from app.strategies.quiesce import QUIESCE_BUDGET_S, QUIESCE_WARNING_S
 from app.web import labels
 
 ROOT = Path(__file__).resolve().parent.parent.parent

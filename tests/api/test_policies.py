@@ -182,3 +182,19 @@ def test_policy_the_layout_cannot_give_is_refused(client, admin, repo):
     )
     assert_problem(r, 422, "scripts")
     assert client.get("/api/v1/policies", headers=admin).json()["items"][0]["post_script"]
+
+
+def test_a_warm_policy_without_scripts_is_refused(client, admin, repo, server):
+    """Warm means the scripts dismount and mount the database: without them the backups
+    would be crash-consistent, so the policy is refused rather than saved."""
+    db = server["databases"][0]
+    targets = [{"server_id": server["id"], "database_id": db["id"]}]
+    body = _policy(repo, method="vmfs_snapshot", consistency="warm", targets=targets)
+    r = client.post("/api/v1/policies", headers=admin, json=body)
+    problem = assert_problem(r, 422, "needs pre- and post-snapshot scripts")
+    assert problem["type"] == "/problems/protection-not-possible" and "warm" in problem["detail"]
+    only_pre = {**body, "pre_script": "dismount-db.cmd DB01"}
+    assert_problem(client.post("/api/v1/policies", headers=admin, json=only_pre), 422, "scripts")
+    scripted = {**only_pre, "post_script": "mount-db.cmd DB01"}
+    r = client.post("/api/v1/policies", headers=admin, json=scripted)
+    assert r.status_code == 201, r.text

@@ -11,9 +11,9 @@ from __future__ import annotations
 import sys
 import time
 
+from app.composition import load_handlers
 from app.config import Settings
 from app.jobs import Worker
-from app.jobs.handlers import load_handlers
 from app.state import Runtime
 
 

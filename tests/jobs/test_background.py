@@ -13,11 +13,11 @@ import typer
 from sqlalchemy import select
 from typer.testing import CliRunner
 
+from app.composition import start_background
 from app.db.models import Job, Proxy
 from app.domain.jobs import JobKind, JobState
-from app.jobs import start_background
-from app.jobs.cli import _parse_limits, worker_command
 from app.state import Runtime
+from app.worker_cli import _parse_limits, worker_command
 from tests.jobs.conftest import FAST, wait_for
 from tests.jobs.test_scheduler import add_policy
 
@@ -83,7 +83,7 @@ def _command(database_url: str, tmp_path: Path, *args: str) -> subprocess.Popen:
         "BULWARK_DATA_DIR": str(tmp_path / "data"),
         "BULWARK_SECRET_KEY": "test-secret-key-not-for-production",
     }
-    code = "import typer; from app.jobs.cli import worker_command; typer.run(worker_command)"
+    code = "import typer; from app.worker_cli import worker_command; typer.run(worker_command)"
     return subprocess.Popen(
         [sys.executable, "-c", code, *args],
         cwd=ROOT,

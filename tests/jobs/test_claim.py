@@ -171,9 +171,9 @@ def test_racing_claims_never_start_two_jobs_on_one_server(db, database_url, serv
 
 def test_resource_limits_per_resource_and_per_kind(db):
     engine = make_engine(db, limits={"datastore:ds-1": 2}, default_limits={"host": 1})
-    ds1 = add_jobs(db, 3, params={"resources": ["datastore:ds-1"]})
-    ds2 = add_jobs(db, 3, params={"resources": ["datastore:ds-2"]})  # no limit
-    host = add_jobs(db, 2, params={"resources": ["host:host-9", "datastore:ds-3"]})
+    ds1 = add_jobs(db, 3, resources=["datastore:ds-1"])
+    ds2 = add_jobs(db, 3, resources=["datastore:ds-2"])  # no limit
+    host = add_jobs(db, 2, resources=["host:host-9", "datastore:ds-3"])
     claimed = []
     while (job := engine.claim("w")) is not None:
         claimed.append(job.id)
@@ -185,7 +185,7 @@ def test_resource_limits_per_resource_and_per_kind(db):
 
 
 def test_racing_claims_respect_a_resource_limit(db, database_url):
-    add_jobs(db, 20, params={"resources": ["datastore:ds-1"]})
+    add_jobs(db, 20, resources=["datastore:ds-1"])
     databases = [Database(database_url) for _ in range(4)]
     try:
         engines = [make_engine(d, limits={"datastore:ds-1": 2}, claim_batch=1) for d in databases]
@@ -197,11 +197,11 @@ def test_racing_claims_respect_a_resource_limit(db, database_url):
 
 
 def test_resource_helpers():
-    assert resources_of({"resources": ["host:h", "datastore:d", "host:h", 3]}) == [
+    assert resources_of(["host:h", "datastore:d", "host:h", 3]) == [
         "datastore:d",
         "host:h",
     ]
-    assert resources_of({}) == [] and resources_of(None) == []
+    assert resources_of([]) == [] and resources_of(None) == []
     limits = ResourceLimits({"datastore:ds-1": 1}, {"datastore": 3})
     assert limits.limit_for("datastore:ds-1") == 1
     assert limits.limit_for("datastore:ds-7") == 3

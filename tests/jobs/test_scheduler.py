@@ -7,12 +7,16 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select, update
 
+from app.composition import load_handlers
 from app.db.models import AuditEvent, ExchangeDatabase, Job, Policy, PolicyTarget
 from app.db.session import Database
 from app.domain.jobs import JobKind, JobState
 from app.domain.protection import Consistency, DatabaseLayout, ProtectionMethod
 from app.jobs.scheduler import Scheduler
 from tests.jobs.conftest import messages
+
+# What a backup or sync job needs comes from the handlers' registrations (as in the service).
+load_handlers()
 
 T0 = datetime(2030, 3, 4, 10, 30, tzinfo=UTC)  # a Monday, 10:30 UTC
 
@@ -66,7 +70,7 @@ def test_cron_policy_is_not_due_before_its_first_run_then_runs_once(db, servers)
         assert job.created_by == "scheduler"
         assert job.params["scheduled_for"] == "2030-03-05T02:00:00+00:00"
         # The protection layer's template adds what the method needs (no VM synced here).
-        assert job.params["resources"] == [] and job.required_capabilities == ["vcenter"]
+        assert job.resources == [] and job.required_capabilities == ["vcenter"]
     assert scheduler.tick(at) == []
     assert scheduler.tick(at + timedelta(minutes=30)) == []
     with db.session() as session:

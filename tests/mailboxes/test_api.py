@@ -11,10 +11,10 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import select
 
+from app.composition import load_handlers
 from app.db.models import ExchangeDatabase, ExchangeServer, Job
 from app.domain.protection import DatabaseLayout
 from app.jobs import Worker
-from app.jobs.handlers import load_handlers
 from app.jobs.handlers import registry as product_registry
 from app.security.roles import Role
 from tests.mailboxes.dovecot_fixture import Dovecot

@@ -19,9 +19,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from app.adapters import vsphere
+from app.composition import load_handlers
 from app.db.models import Job
 from app.jobs import Worker
-from app.jobs.handlers import load_handlers
 from app.jobs.handlers import registry as product_registry
 from app.strategies.vm_snapshot import is_bulwark_snapshot
 from tests.lab_fixture import Lab, LabUnavailable, must_have_lab, running_lab

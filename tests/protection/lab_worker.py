@@ -13,9 +13,9 @@ import signal
 import sys
 import time
 
+from app.composition import load_handlers
 from app.config import Settings
 from app.jobs import Worker
-from app.jobs.handlers import load_handlers
 from app.state import Runtime
 
 
@@ -24,6 +24,7 @@ def die_after(point: str) -> None:
     catalog write, after retention on primary storage, or just before the success is
     recorded. A test's own hook, in the test's worker program."""
     from app.jobs.engine import JobEngine
+    from app.protection.catalog import retention
     from app.protection.handlers import backup
 
     def killing(fn):
@@ -37,7 +38,7 @@ def die_after(point: str) -> None:
     if point == "catalog":
         backup._catalog = killing(backup._catalog)
     elif point == "retention":
-        backup.apply_primary_retention = killing(backup.apply_primary_retention)
+        retention.retain_on_primary = killing(retention.retain_on_primary)
     elif point == "success":
         real = JobEngine.succeed
 

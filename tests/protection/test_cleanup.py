@@ -13,6 +13,7 @@ import time
 import pytest
 from sqlalchemy import select
 
+import app.protection.catalog.retention as retention_module
 import app.protection.handlers.backup as backup_module
 from app.adapters import vsphere
 from app.db.models import Job, RestorePoint
@@ -174,7 +175,7 @@ def test_a_failure_of_retention_keeps_the_new_restore_point(
     def broken(*args, **kwargs):
         raise vsphere.VSphereError("vCenter went away during retention")
 
-    monkeypatch.setattr(backup_module, "apply_primary_retention", broken)
+    monkeypatch.setattr(retention_module, "retain_on_primary", broken)
     policy = scripted_policy(client, admin, estate)
     parent = start_backup(client, admin, policy["id"])
     run_jobs(worker)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from app.composition import load_handlers, upkeep_sources
 from app.db.models import (
     ExchangeServer,
     Job,
@@ -29,7 +30,6 @@ from app.domain.protection import (
     Verification,
 )
 from app.jobs import Worker
-from app.jobs.handlers import load_handlers
 from app.jobs.handlers import registry as product_registry
 from app.jobs.scheduler import Scheduler
 from app.notifications import Notifier
@@ -424,7 +424,7 @@ def test_scheduler_queues_expire_and_sampled_verify_per_repository(
     client, admin, runtime, tmp_path
 ):
     repo_id = add_repository(client, admin, tmp_path / "lib")
-    sched = Scheduler(runtime.db, repository_upkeep=(360, 1440, 0.1))
+    sched = Scheduler(runtime.db, sources=upkeep_sources(360, 1440, 0.1))
     now = utcnow()
     created = sched.tick(now)
     with runtime.db.session() as session:

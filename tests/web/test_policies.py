@@ -330,3 +330,20 @@ def test_a_vm_image_policy_cannot_keep_snapshots_on_primary(app, admin_client, e
     assert "set keep_on_primary to 0" in response.text
     with app.state.runtime.db.session() as session:
         assert session.scalar(select(Policy.id)) is None
+
+
+def test_a_warm_policy_without_scripts_is_refused(app, admin_client, estate):
+    token = form_token(admin_client, "/policies/new")
+    response = admin_client.post(
+        "/policies/new",
+        data=policy_form(
+            token,
+            method="vmfs_snapshot",
+            consistency="warm",
+            targets=[f"{estate['server']}:{estate['db01']}"],
+        ),
+    )
+    assert response.status_code == 422
+    assert "needs pre- and post-snapshot scripts" in response.text
+    with app.state.runtime.db.session() as session:
+        assert session.scalar(select(Policy.id)) is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from html import unescape
 
@@ -316,3 +317,41 @@ def test_holds_need_the_csrf_token(app, admin_client, points):
     assert response.status_code == 403
     with app.state.runtime.db.session() as session:
         assert session.scalar(select(LegalHold.id)) is None
+
+
+def test_restore_points_are_grouped_per_server_newest_first(app, admin_client):
+    from app.db.models import RestorePointCopy
+    from app.domain.protection import CopyLocation
+
+    now = utcnow()
+    with app.state.runtime.db.session() as s:
+        b, a = ExchangeServer(name="EXCH-B"), ExchangeServer(name="EXCH-A")
+        s.add_all([a, b])
+        s.flush()
+        for server, hours in ((b, 1), (a, 2), (b, 3), (a, 4)):
+            point = RestorePoint(
+                server_id=server.id,
+                captured_at=now - timedelta(hours=hours),
+                method=ProtectionMethod.VM_IMAGE,
+                consistency=Consistency.CRASH,
+                size_bytes=40 << 30,
+            )
+            point.copies = [
+                RestorePointCopy(
+                    location=CopyLocation.REPOSITORY, reference="m1", size_bytes=3 << 30
+                ),
+                RestorePointCopy(
+                    location=CopyLocation.REPOSITORY, reference="m2", size_bytes=1 << 30
+                ),
+            ]
+            s.add(point)
+    html = admin_client.get("/restore-points").text
+    groups = html.split('<tbody class="server-group">')[1:]
+    assert [g.split("</a>")[0].rsplit(">", 1)[1] for g in groups] == ["EXCH-A", "EXCH-B"]
+    captured = [
+        re.findall(r'row-name nowrap" href="/restore-points/\d+">([^<]+)<', g) for g in groups
+    ]
+    assert all(times == sorted(times, reverse=True) and len(times) == 2 for times in captured)
+    first = groups[0].split("</tr>")[1]
+    assert first.count('<span class="tag">Repository (off-host)</span>') == 1  # one badge a place
+    assert "4.0 GiB" in first and "of 40.0 GiB" in first  # stored beside provisioned

@@ -18,8 +18,9 @@ from app.db.models import Connection, ExchangeServer, Job, Policy, Proxy, Restor
 from app.db.types import utcnow
 from app.domain.connections import ConnectionKind
 from app.domain.job_params import client_params_problem
-from app.domain.jobs import JobKind, JobState
+from app.domain.jobs import JobKind, JobState, run_state
 from app.domain.protection import RestoreRefused
+from app.jobs.enqueue import enqueue
 from app.protection.restores import registry as restore_modes
 from app.security.roles import Permission
 
@@ -128,27 +129,20 @@ def create_job(body: JobCreate, session: DbSession, principal: Reader):
         if getattr(body, key) is not None:
             params[key] = getattr(body, key)
     server_id = body.server_id
-    capabilities: list[str] = []
     if body.kind == JobKind.RESTORE:
         params["requested_by"] = principal.actor.name
         # Restores take the server's slot: never beside a backup of the same server.
         point = session.get(RestorePoint, body.restore_point_id)
         server_id = point.server_id
-        mode = restore_modes.find(point, params)
-        capabilities = list(mode.capabilities) if mode is not None else []
-    job = Job(
-        kind=body.kind,
+    return enqueue(
+        session,
+        body.kind,
+        actor=principal.actor,
+        params=params,
         policy_id=body.policy_id,
         server_id=server_id,
         database_id=body.database_id,
-        params=params,
-        required_capabilities=capabilities,
-        created_by=principal.actor.name,
     )
-    session.add(job)
-    session.flush()
-    record(session, principal.actor, f"job.{body.kind}", "job", job.id, **params)
-    return job
 
 
 @router.get("/jobs/{job_id}", response_model=JobDetail, summary="Read a job and its events")
@@ -156,12 +150,13 @@ def read_job(job_id: int, session: DbSession, _: Reader):
     job = session.scalar(select(Job).where(Job.id == job_id).options(selectinload(Job.events)))
     if job is None:
         raise not_found("job", job_id)
-    children = session.scalars(select(Job).where(Job.parent_id == job_id).order_by(Job.id))
+    children = list(session.scalars(select(Job).where(Job.parent_id == job_id).order_by(Job.id)))
     return JobDetail.model_validate(
         {
             **JobOut.model_validate(job).model_dump(),
             "events": job.events,
-            "children": list(children),
+            "children": children,
+            "run_state": run_state(job.state, [c.state for c in children]),
         }
     )
 
@@ -204,22 +199,24 @@ def retry_job(job_id: int, session: DbSession, principal: Reader):
             "restore point and confirm again"
         )
     params = {k: v for k, v in old.params.items() if k != "scheduled_for"}
-    job = Job(
-        kind=old.kind,
+    job = enqueue(
+        session,
+        old.kind,
+        actor=principal.actor,
+        params={**params, "retry_of": old.id},
         policy_id=old.policy_id,
         server_id=old.server_id,
         database_id=old.database_id,
-        params={**params, "retry_of": old.id},
-        required_capabilities=list(old.required_capabilities),
-        created_by=principal.actor.name,
+        # What the old job needed it needs again.
+        capabilities=old.required_capabilities or [],
+        resources=old.resources or [],
         # What the failed job left in the outside world moves with it: the new job's first
         # attempt cleans it up before running.
         leftovers=list(old.leftovers),
+        audit_action="job.retry",
+        audit_detail={"retry_of": old.id},
     )
     old.leftovers = []
-    session.add(job)
-    session.flush()
-    record(session, principal.actor, "job.retry", "job", job.id, retry_of=old.id)
     return job
 
 

@@ -17,6 +17,7 @@ from app.api.deps import DbSession, Reader, require, runtime
 from app.api.problems import Problem, invalid, not_found
 from app.api.schemas.inventory import ConnectionTestOut
 from app.api.schemas.repositories import (
+    CopyRequest,
     JobQueuedOut,
     RepositoryOut,
     RepositoryUsageOut,
@@ -24,11 +25,12 @@ from app.api.schemas.repositories import (
     VerifyRequest,
 )
 from app.audit import record
-from app.db.models import Connection, Job, Policy, RepositoryUsage, RestorePoint
+from app.db.models import Connection, Policy, RepositoryUsage, RestorePoint
 from app.db.types import utcnow
 from app.domain.connections import ConnectionKind, ConnectionStatus
 from app.domain.jobs import JobKind
 from app.domain.protection import CopyLocation
+from app.jobs.enqueue import enqueue
 from app.protection.catalog import captures
 from app.repository import RepositoryError, open_repository
 from app.repository.connection import check_repository
@@ -93,11 +95,7 @@ def _usage_out(usage: RepositoryUsage) -> RepositoryUsageOut:
 
 
 def _queue(session: Session, kind: JobKind, params: dict, actor) -> JobQueuedOut:
-    job = Job(kind=kind, params=params, created_by=actor.name)
-    session.add(job)
-    session.flush()
-    record(session, actor, f"job.{kind}", "job", job.id, **params)
-    return JobQueuedOut(job_id=job.id)
+    return JobQueuedOut(job_id=enqueue(session, kind, actor=actor, params=params).id)
 
 
 @router.get("/verified-rpo", response_model=list[VerifiedRpoOut], summary="Verified RPO")
@@ -229,6 +227,27 @@ def start_verify(repository_id: int, body: VerifyRequest, session: DbSession, pr
     else:
         params["repository_id"] = conn.id
     return _queue(session, JobKind.VERIFY, params, principal.actor)
+
+
+@router.post(
+    "/{repository_id}/copy",
+    response_model=JobQueuedOut,
+    status_code=202,
+    summary="Queue a copy of this repository's restore points into another repository",
+)
+def start_copy(repository_id: int, body: CopyRequest, session: DbSession, principal=Runner):
+    conn = _repository(session, repository_id)
+    target = session.get(Connection, body.target_repository_id)
+    if target is None or target.kind != ConnectionKind.REPOSITORY:
+        raise not_found("repository", body.target_repository_id)
+    if target.id == conn.id:
+        raise invalid("a copy needs another repository than its source", "target_repository_id")
+    params = {"repository_id": conn.id, "target_repository_id": target.id}
+    if body.restore_point_id is not None:
+        if session.get(RestorePoint, body.restore_point_id) is None:
+            raise not_found("restore point", body.restore_point_id)
+        params["restore_point_id"] = body.restore_point_id
+    return _queue(session, JobKind.COPY, params, principal.actor)
 
 
 @router.post(

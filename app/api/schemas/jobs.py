@@ -68,6 +68,10 @@ class JobChild(Output):
 class JobDetail(JobOut):
     events: list[JobEventOut]
     children: list[JobChild] = Field(description="The jobs this one queued, oldest first")
+    run_state: JobState = Field(
+        description="The state of the job with everything it queued: succeeded only when all "
+        "of them did, running while any runs"
+    )
 
 
 class ProxyOut(Output):

@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, String, Text
+from sqlalchemy import JSON, BigInteger, ColumnElement, ForeignKey, String, Text
+from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db.base import Base
@@ -55,6 +56,29 @@ class RestorePoint(Base):
         back_populates="restore_point", cascade="all, delete-orphan", lazy="selectin"
     )
 
+    # The catalog's one rule for a copy that still exists: not removed (by retention,
+    # expiry or a verify that found it gone). In SQL: RestorePointCopy.live.
+    def live_copies(self, location: CopyLocation | None = None) -> list[RestorePointCopy]:
+        """The copies not removed, at ``location`` or anywhere."""
+        return [
+            c
+            for c in self.copies
+            if c.removed_at is None and (location is None or c.location == location)
+        ]
+
+    def live_copy(
+        self, location: CopyLocation, connection_id: int | None = None
+    ) -> RestorePointCopy | None:
+        """The copy at ``location`` (on that connection, if given) not removed, or None."""
+        return next(
+            (
+                c
+                for c in self.live_copies(location)
+                if connection_id is None or c.connection_id == connection_id
+            ),
+            None,
+        )
+
 
 class RestorePointCopy(Base):
     __tablename__ = "restore_point_copies"
@@ -78,6 +102,16 @@ class RestorePointCopy(Base):
     gone_reason: Mapped[str | None] = mapped_column(Text)
 
     restore_point: Mapped[RestorePoint] = relationship(back_populates="copies")
+
+    @hybrid_property
+    def live(self) -> bool:
+        """Not removed (see RestorePoint.live_copies); a SQL condition on the class."""
+        return self.removed_at is None
+
+    @live.inplace.expression
+    @classmethod
+    def _live_expression(cls) -> ColumnElement[bool]:
+        return cls.removed_at.is_(None)
 
 
 class LegalHold(Base):

@@ -36,6 +36,9 @@ class Job(Base):
     # Kind-specific input: for a restore, the restore point and destination.
     params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     required_capabilities: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # Outside resources the job loads ("datastore:ds-1", "host:host-9"), for the engine's
+    # per-resource limits; said by the kind's handler when the job is made (enqueue).
+    resources: Mapped[list[str]] = mapped_column(JSON, default=list)
     progress_percent: Mapped[float] = mapped_column(default=0.0)
     bytes_done: Mapped[int] = mapped_column(BigInteger, default=0)
     bytes_total: Mapped[int | None] = mapped_column(BigInteger)

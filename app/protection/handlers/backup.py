@@ -1,20 +1,20 @@
 """The backup job: a policy's run fans out into one job per target; each target's job runs
 its strategy's steps, then writes the restore point and applies retention on primary storage.
+Each strategy is handed the services it needs (app.protection.bindings.services).
 """
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, lazyload, selectinload
+from sqlalchemy.orm import Session, selectinload
 
 from app.adapters import vsphere
 from app.adapters.arrays import ArrayError
-from app.audit import SYSTEM, record
+from app.audit import SYSTEM, Actor, record
 from app.db.models import (
     ExchangeDatabase,
     ExchangeServer,
@@ -27,19 +27,21 @@ from app.db.models import (
 )
 from app.db.types import utcnow
 from app.domain.jobs import JobKind
-from app.domain.protection import CopyLocation, ProtectionMethod, RestorePointStatus
-from app.domain.retention import removal_blocker
+from app.domain.protection import CopyLocation, ProtectionMethod
 from app.jobs.context import JobContext, JobResult, PermanentError
-from app.jobs.handlers import register
-from app.protection.bindings.vcenter import JobVCenterAccess, for_job
-from app.protection.catalog.copies import retire_copies
-from app.protection.catalog.holds import holds_by_point
+from app.jobs.enqueue import enqueue
+from app.jobs.handlers import JobRequest, Requirements, register
+from app.protection.bindings import space
+from app.protection.bindings.services import JobStrategyServices
+from app.protection.bindings.vcenter import for_job
 from app.protection.handlers import mailbox_backup
+from app.repository import RepositoryError
+from app.repository.connection import open_job_repository
 from app.strategies.array_snapshot import ArraySnapshot
-from app.strategies.base import BackupRun, BackupStrategy, PolicySpec, TargetSpec
+from app.strategies.base import BackupRun, BackupStrategy, PolicySpec, StrategyServices, TargetSpec
 from app.strategies.declarations import DECLARATIONS
 from app.strategies.vm_image import VmImage
-from app.strategies.vm_snapshot import VmSnapshot, is_bulwark_snapshot
+from app.strategies.vm_snapshot import VmSnapshot
 
 # Methods run as strategy steps (quiesce → snapshot → resume → copy). Mailbox backups go
 # over IMAP instead (app.protection.handlers.mailbox_backup); the in-guest agent stream does
@@ -51,11 +53,15 @@ STRATEGIES: dict[ProtectionMethod, type[BackupStrategy]] = {
 }
 
 
-def _strategy(method: ProtectionMethod, access: JobVCenterAccess) -> BackupStrategy:
+# Methods whose backups store into the policy's repository.
+COPIES_OFF_HOST = frozenset({ProtectionMethod.VM_IMAGE, ProtectionMethod.ARRAY_SNAPSHOT})
+
+
+def _strategy(method: ProtectionMethod, services: StrategyServices) -> BackupStrategy:
     cls = STRATEGIES.get(method)
     if cls is None:
         raise PermanentError(f"{DECLARATIONS[method].title} is not available yet in this version")
-    return cls(access)
+    return cls(services)
 
 
 # -- fan-out ------------------------------------------------------------------------------
@@ -78,16 +84,21 @@ def _resources(session: Session, server: ExchangeServer) -> list[str]:
     return sorted(found)
 
 
-def job_template(session: Session, policy: Policy, target: Any) -> dict[str, Any]:
-    """What a backup job of this policy and target needs: the proxy capability its method
-    declares, and the host and datastores it will load (for per-resource limits)."""
-    declaration = DECLARATIONS[policy.method]
-    server = session.get(ExchangeServer, target.server_id)
-    capability = declaration.needs_proxy_capability
-    return {
-        "required_capabilities": [capability] if capability else [],
-        "params": {"resources": _resources(session, server) if server else []},
-    }
+def backup_requirements(session: Session, request: JobRequest) -> Requirements:
+    """What a backup job of a policy's target needs (asked by enqueue): the proxy capability
+    its method declares, and the host and datastores it will load (for per-resource limits).
+    A policy-wide run (no target) needs nothing: the jobs it queues do."""
+    if request.policy_id is None or request.server_id is None:
+        return Requirements()
+    policy = session.get(Policy, request.policy_id)
+    if policy is None:
+        return Requirements()
+    capability = DECLARATIONS[policy.method].needs_proxy_capability
+    server = session.get(ExchangeServer, request.server_id)
+    return Requirements(
+        (capability,) if capability else (),
+        tuple(_resources(session, server)) if server else (),
+    )
 
 
 def dispatch(ctx: JobContext) -> JobResult:
@@ -97,34 +108,25 @@ def dispatch(ctx: JobContext) -> JobResult:
         if policy is None:
             raise PermanentError(f"policy {ctx.policy_id} no longer exists")
         creator = session.scalar(select(Job.created_by).where(Job.id == ctx.job_id))
-        declaration = DECLARATIONS[policy.method]
-        servers = {
-            s.id: s
-            for s in session.scalars(
-                select(ExchangeServer).where(
-                    ExchangeServer.id.in_([t.server_id for t in policy.targets])
-                )
+        # Loaded at once, so asking each child's requirements reads no server again.
+        session.scalars(
+            select(ExchangeServer).where(
+                ExchangeServer.id.in_([t.server_id for t in policy.targets])
             )
-        }
-        children = []
-        for t in policy.targets:
-            children.append(
-                Job(
-                    kind=JobKind.BACKUP,
-                    policy_id=policy.id,
-                    server_id=t.server_id,
-                    database_id=t.database_id,
-                    parent_id=ctx.job_id,
-                    created_by=creator or "system",
-                    params={"resources": _resources(session, servers[t.server_id])},
-                    required_capabilities=[declaration.needs_proxy_capability]
-                    if declaration.needs_proxy_capability
-                    else [],
-                )
-            )
-        session.add_all(children)
-        session.flush()
-        ids = [c.id for c in children]
+        ).all()
+        ids = [
+            enqueue(
+                session,
+                JobKind.BACKUP,
+                actor=Actor(creator or "system", "system"),
+                policy_id=policy.id,
+                server_id=t.server_id,
+                database_id=t.database_id,
+                parent_id=ctx.job_id,
+                audit=False,  # the run that queues them was audited when it was started
+            ).id
+            for t in policy.targets
+        ]
     ctx.event(f"queued {len(ids)} backup job(s): {', '.join(map(str, ids)) or 'none'}")
     return JobResult(message=f"dispatched {len(ids)} job(s)", details={"jobs": ids})
 
@@ -158,6 +160,7 @@ class _Loaded:
     method: ProtectionMethod
     retain_days: int | None  # compliance retention of the policy
     size_bytes: int  # what the restore point covers
+    repository_id: int | None = None  # where the off-host copies go
 
 
 def _load(session: Session, ctx: JobContext) -> _Loaded:
@@ -173,7 +176,9 @@ def _load(session: Session, ctx: JobContext) -> _Loaded:
             Policy.post_script,
             Policy.script_timeout_s,
             Policy.keep_on_primary,
+            Policy.repository_id,
             Policy.compliance_retention_days,
+            Policy.repository_id,
             ExchangeServer.id.label("server_id"),
             ExchangeServer.name.label("server_name"),
             ExchangeServer.connection_id,
@@ -219,6 +224,7 @@ def _load(session: Session, ctx: JobContext) -> _Loaded:
         policy.post_script,
         policy.script_timeout_s,
         policy.keep_on_primary,
+        policy.repository_id,
     )
     target = TargetSpec(
         server.id,
@@ -235,6 +241,7 @@ def _load(session: Session, ctx: JobContext) -> _Loaded:
         policy.method,
         policy.compliance_retention_days,
         _disk_bytes(session, target, db),
+        policy.repository_id,
     )
 
 
@@ -257,7 +264,10 @@ def run_backup(ctx: JobContext) -> JobResult | None:
     access = for_job(ctx)
     quiesce_window_s = None
     try:
-        strategy = _strategy(method, access)
+        strategy = _strategy(method, JobStrategyServices(ctx, access))
+        # Retention reads only the policy and the target: a takeover that found its point
+        # cataloged retains with a run that took nothing.
+        run = BackupRun(ctx=ctx, job_id=ctx.job_id, policy=spec, target=target)
         if finished is not None:
             point_id = finished.id
             quiesce_window_s = (finished.details or {}).get("quiesce_window_s")
@@ -266,7 +276,7 @@ def run_backup(ctx: JobContext) -> JobResult | None:
                 "completing the job from there"
             )
         else:
-            run = BackupRun(ctx=ctx, job_id=ctx.job_id, policy=spec, target=target)
+            _check_room(ctx, loaded)
             strategy.run(run)
             ctx.step("catalog")
             point_id = _catalog(
@@ -276,15 +286,7 @@ def run_backup(ctx: JobContext) -> JobResult | None:
         ctx.step("retain")
         partial = False
         try:
-            # A method that keeps its snapshots elsewhere (the array) applies its own.
-            retain = getattr(strategy, "retain_on_primary", None)
-            expired = (
-                retain(ctx.db, spec.id, target, keep=spec.keep_on_primary)
-                if retain is not None
-                else apply_primary_retention(
-                    ctx.db, access, spec.id, target, keep=spec.keep_on_primary
-                )
-            )
+            expired = strategy.retain(run)
         except (vsphere.VSphereError, ArrayError) as exc:
             # The backup is done and cataloged: running it again would only add another
             # snapshot. Older snapshots are expired by the next run instead.
@@ -292,6 +294,7 @@ def run_backup(ctx: JobContext) -> JobResult | None:
             expired, partial = [], True
     finally:
         access.close()
+    _record_space(ctx, loaded)
     ctx.progress(percent=100)
     return JobResult(
         partial=partial,
@@ -303,6 +306,39 @@ def run_backup(ctx: JobContext) -> JobResult | None:
             "quiesce_window_s": quiesce_window_s,
         },
     )
+
+
+def _check_room(ctx: JobContext, loaded: _Loaded) -> None:
+    """A backup that cannot fit does not start (no snapshot, no quiesce for nothing)."""
+    if loaded.repository_id is None or loaded.method not in COPIES_OFF_HOST:
+        return
+    try:
+        repo = open_job_repository(ctx, loaded.repository_id)
+    except (RepositoryError, PermanentError):
+        return  # not reachable: the copy step says so, after the usual cleanup
+    with ctx.db.session() as session:
+        expected = space.expected_bytes(
+            session,
+            policy_id=loaded.spec.id,
+            server_id=loaded.target.server_id,
+            database_id=loaded.target.database_id,
+        )
+    space.check_room(repo, expected)
+
+
+def _record_space(ctx: JobContext, loaded: _Loaded) -> None:
+    """The repository's usage and free space after every backup (the notifier alerts)."""
+    if loaded.repository_id is None or loaded.method not in COPIES_OFF_HOST:
+        return
+    try:
+        repo = open_job_repository(ctx, loaded.repository_id)
+        with ctx.db.session() as session:
+            usage = space.record_space(session, repo)
+            if usage is not None and usage.capacity_bytes:
+                used = 100 * (usage.capacity_bytes - usage.free_bytes) / usage.capacity_bytes
+                ctx.event(f"repository {used:.0f}% full, {usage.free_bytes / 2**30:.1f} GiB free")
+    except RepositoryError as exc:  # measuring is not the backup: note it, do not fail
+        ctx.warning(f"the repository's free space could not be measured: {exc}")
 
 
 def _catalog(
@@ -378,81 +414,6 @@ def _disk_bytes(session: Session, target: TargetSpec, db: _Database | None) -> i
     return sum(d.capacity_bytes for d in disks)
 
 
-def apply_primary_retention(
-    db, access: JobVCenterAccess, policy_id: int, target: TargetSpec, keep: int | None = None
-) -> list[int]:
-    """Keep the newest ``keep_on_primary`` VM snapshots (at least one) of this policy and
-    target; remove older ones in vCenter unless a legal hold or compliance retention keeps
-    them. Only snapshots Bulwark created are ever removed. ``keep`` is the policy's
-    ``keep_on_primary`` when the caller has it at hand (read from the policy otherwise)."""
-    with db.session() as session:
-        if keep is None:
-            policy = session.get(Policy, policy_id, options=[lazyload(Policy.targets)])
-            keep = policy.keep_on_primary if policy else 1
-        keep = max(1, keep)
-        # Only the restore points past the newest ``keep`` that still have a live snapshot,
-        # with their copies: usually none, so one query (a target's history of points whose
-        # snapshots are long gone is never loaded).
-        live_snapshot = (
-            select(RestorePointCopy.id)
-            .where(
-                RestorePointCopy.restore_point_id == RestorePoint.id,
-                RestorePointCopy.location == CopyLocation.VM_SNAPSHOT,
-                RestorePointCopy.removed_at.is_(None),
-            )
-            .exists()
-        )
-        candidates = session.scalars(
-            select(RestorePoint)
-            .where(
-                RestorePoint.policy_id == policy_id,
-                RestorePoint.server_id == target.server_id,
-                RestorePoint.database_id.is_(None)
-                if target.database_id is None
-                else RestorePoint.database_id == target.database_id,
-                RestorePoint.status == RestorePointStatus.AVAILABLE,
-                live_snapshot,
-            )
-            .order_by(RestorePoint.captured_at.desc(), RestorePoint.id.desc())
-            .offset(keep)
-            .options(selectinload(RestorePoint.copies))
-        ).all()
-        if not candidates:
-            return []
-        holds = holds_by_point(session, candidates)
-        now, expired = utcnow(), []
-        for point in candidates:
-            if removal_blocker(now, point.retain_until, holds[point.id]):
-                continue
-            copy = _primary_copy(point)
-            name = point.details.get("snapshot_name", "")
-            if not is_bulwark_snapshot(name):
-                continue  # never remove a snapshot Bulwark did not create
-            client = access.client(copy.connection_id)
-            with contextlib.suppress(vsphere.ObjectNotFound):  # already gone: catch up
-                vsphere.remove_snapshot(client, copy.reference)
-            retire_copies(
-                session,
-                point,
-                [copy],
-                now=now,
-                reason=f"keep {keep} on primary",
-                snapshot=copy.reference,
-            )
-            # The snapshot is gone: say so now, not after the rest (a later failure must not
-            # roll the catalog back to offering it).
-            session.commit()
-            expired.append(point.id)
-        return expired
-
-
-def _primary_copy(point: RestorePoint) -> RestorePointCopy | None:
-    for c in point.copies:
-        if c.location == CopyLocation.VM_SNAPSHOT and c.removed_at is None:
-            return c
-    return None
-
-
 def cleanup_backup(ctx: JobContext, leftovers: list[dict[str, Any]]) -> None:
     if mailbox_backup.handles(ctx):
         return mailbox_backup.cleanup(ctx, leftovers)
@@ -466,9 +427,9 @@ def cleanup_backup(ctx: JobContext, leftovers: list[dict[str, Any]]) -> None:
         method = policy.method if policy else ProtectionMethod.VMFS_SNAPSHOT
     access = for_job(ctx)
     try:
-        _strategy(method, access).cleanup(ctx, leftovers)
+        _strategy(method, JobStrategyServices(ctx, access)).cleanup(ctx, leftovers)
     finally:
         access.close()
 
 
-register(JobKind.BACKUP, run_backup, cleanup_backup)
+register(JobKind.BACKUP, run_backup, cleanup_backup, requires=backup_requirements)

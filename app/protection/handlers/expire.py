@@ -24,7 +24,6 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-import app.mailboxes.store  # noqa: F401 - registers archived mail as live chunks for GC
 from app.db.models import Connection, Job, Policy, RepositoryUsage, RestorePoint, RestorePointCopy
 from app.db.types import utcnow
 from app.domain.connections import ConnectionKind
@@ -32,7 +31,9 @@ from app.domain.jobs import JobKind, JobState
 from app.domain.protection import CopyLocation
 from app.domain.retention import keep_by_schedule, removal_blocker
 from app.jobs.context import JobContext, JobResult, PermanentError
+from app.jobs.enqueue import enqueue
 from app.jobs.handlers import register
+from app.jobs.scheduler import SCHEDULER_ACTOR
 from app.protection.catalog.copies import retire_copies
 from app.protection.catalog.holds import holds_by_point
 from app.repository import Repository, RepositoryError
@@ -283,15 +284,13 @@ def _schedule_per_repository(
     ):
         if connection_id in fresh:
             continue
-        job = Job(
-            kind=kind,
+        job = enqueue(
+            session,
+            kind,
+            actor=SCHEDULER_ACTOR,
             params={"repository_id": connection_id, "scheduled": True, **params},
-            created_by="scheduler",
-            created_at=now,
-            not_before=now,
+            at=now,
         )
-        session.add(job)
-        session.flush()
         created.append(job.id)
     return created
 

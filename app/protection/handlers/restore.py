@@ -6,7 +6,7 @@ from __future__ import annotations
 from app.db.models import RestorePoint
 from app.domain.jobs import JobKind
 from app.jobs.context import JobContext, JobResult, PermanentError
-from app.jobs.handlers import register
+from app.jobs.handlers import JobRequest, Requirements, register
 from app.protection.restores import registry
 
 
@@ -26,6 +26,14 @@ def cleanup_restore(ctx: JobContext, leftovers: list[dict]) -> None:
             mode.cleanup(ctx, leftovers)
 
 
-# No capability for the kind as a whole: each restore job names what it needs (vCenter, an
-# array, a mail server), so a mail-only proxy can take mailbox restores.
-register(JobKind.RESTORE, run_restore, cleanup_restore)
+def restore_requirements(session, request: JobRequest) -> Requirements:
+    """What a restore job needs of a worker (asked by enqueue): what its mode says."""
+    point_id = request.params.get("restore_point_id")
+    point = session.get(RestorePoint, point_id) if point_id is not None else None
+    mode = registry.find(point, request.params)
+    return Requirements(tuple(mode.capabilities) if mode is not None else ())
+
+
+# No capability for the kind as a whole: each restore job needs what its mode needs
+# (vCenter, an array, a mail server), so a mail-only proxy can take mailbox restores.
+register(JobKind.RESTORE, run_restore, cleanup_restore, requires=restore_requirements)

@@ -321,8 +321,8 @@ def queue_disk_restore(
     actor: Actor,
 ) -> Any:
     """Check a disk restore request and queue its job (API and dashboard share this)."""
-    from app.db.models import Job
     from app.domain.jobs import JobKind
+    from app.jobs.enqueue import enqueue
 
     images = check_request(session, point, disk_key, target, confirm)
     params: dict[str, Any] = {
@@ -337,17 +337,9 @@ def queue_disk_restore(
         params["confirm"] = confirm
     if datastore:
         params["datastore"] = datastore
-    job = Job(
-        kind=JobKind.RESTORE,
-        server_id=images[0].server_id,
-        params=params,
-        required_capabilities=list(DISK.capabilities),
-        created_by=actor.name,
+    return enqueue(
+        session, JobKind.RESTORE, actor=actor, params=params, server_id=images[0].server_id
     )
-    session.add(job)
-    session.flush()
-    record(session, actor, "job.restore", "job", job.id, **params)
-    return job
 
 
 # Queued by its own endpoints (queue_disk_restore), which check the request with

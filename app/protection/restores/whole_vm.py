@@ -180,8 +180,8 @@ def check_request(session: Any, point: RestorePoint, params: dict[str, Any]) -> 
 
 def queue(session: Any, point: RestorePoint, params: dict[str, Any], actor: Actor) -> Any:
     """Check a whole-VM restore request and queue its job (API and dashboard share this)."""
-    from app.db.models import Job
     from app.domain.jobs import JobKind
+    from app.jobs.enqueue import enqueue
 
     server = check_request(session, point, params)
     allowed = (
@@ -199,18 +199,8 @@ def queue(session: Any, point: RestorePoint, params: dict[str, Any], actor: Acto
     clean = {k: params[k] for k in allowed if params.get(k) is not None}
     clean.update(mode=MODE, restore_point_id=point.id, requested_by=actor.name)
     clean.setdefault("target", "new")
-    # The one place this module makes a job: switch to enqueue() when it exists.
-    job = Job(
-        kind=JobKind.RESTORE,
-        server_id=server.id,
-        params=clean,
-        required_capabilities=list(WHOLE_VM.capabilities),
-        created_by=actor.name,
-    )
-    session.add(job)
-    session.flush()
-    record(session, actor, "job.restore", "job", job.id, **clean)
-    return job
+    # What the worker needs is the mode's (WHOLE_VM.capabilities), through enqueue.
+    return enqueue(session, JobKind.RESTORE, actor=actor, params=clean, server_id=server.id)
 
 
 # -- the configuration, from the repository --------------------------------------------------

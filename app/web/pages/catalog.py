@@ -24,7 +24,7 @@ from app.db.models import (
     RestorePoint,
 )
 from app.db.types import utcnow
-from app.domain.jobs import JobKind, JobState
+from app.domain.jobs import JobKind, JobState, run_state
 from app.security.roles import Permission
 from app.web.context import Form, signed_in
 from app.web.errors import WebRoute, is_htmx
@@ -93,6 +93,7 @@ def job_detail(request: Request, job_id: int) -> Response:
             select(RestorePoint.id).where(RestorePoint.job_id == job.id)
         ).all()
         live = not job.state.finished or any(not c.state.finished for c, _ in children)
+        run = _run_summary(job, [c for c, _ in children]) if children else None
         context = {
             "section": "jobs",
             "job": job,
@@ -106,6 +107,7 @@ def job_detail(request: Request, job_id: int) -> Response:
             else None,
             "made_points": made,
             "live": live,
+            "run": run,
             "throughput": _throughput(job),
         }
         if is_htmx(request):
@@ -117,6 +119,20 @@ def job_detail(request: Request, job_id: int) -> Response:
                 request, "partials/job_live.html", context, user=ctx.user, status_code=status
             )
         return render(request, "catalog/job.html", context, user=ctx.user)
+
+
+def _run_summary(job: Job, children: list[Job]) -> dict:
+    """A policy run as one thing to watch: its state from all its jobs, progress and bytes
+    added up over its per-server jobs (a finished one counts as done)."""
+    done = [100.0 if c.state.finished else c.progress_percent for c in children]
+    return {
+        "state": run_state(job.state, [c.state for c in children]),
+        "progress": sum(done) / len(done),
+        "bytes_done": sum(c.bytes_done for c in children),
+        "bytes_total": sum(c.bytes_total or 0 for c in children) or None,
+        "finished": sum(1 for c in children if c.state.finished),
+        "total": len(children),
+    }
 
 
 def _throughput(job: Job) -> float | None:

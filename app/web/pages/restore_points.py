@@ -96,6 +96,7 @@ def restore_point_list(
                 **{k: v and v.value for k, v in chosen.items()},
             },
         )
+        servers = names(ctx.session, ExchangeServer, (p.server_id for p in items))
         filters = {
             "server": server_id,
             "database": database_id,
@@ -129,12 +130,26 @@ def restore_point_list(
                 "periods": {"24h": "Last 24 hours", "7d": "Last 7 days", "30d": "Last 30 days"},
                 "holds": holds_by_point(ctx.session, items) if items else {},
                 "revertible": {p.id for p in items if revertible(p)},
-                "servers": names(ctx.session, ExchangeServer, (p.server_id for p in items)),
+                "servers": servers,
+                "groups": _grouped_by_server(items, servers),
                 "databases": names(ctx.session, ExchangeDatabase, (p.database_id for p in items)),
                 "policies": names(ctx.session, Policy, (p.policy_id for p in items)),
             },
             user=ctx.user,
         )
+
+
+def _grouped_by_server(items: list[RestorePoint], servers: dict[int, str]):
+    """The page's points per server (servers by name), each group newest first, with the
+    live copy locations (one badge each) and the bytes the repository copies store."""
+    groups: dict[str, list] = {}
+    for point in items:
+        live = [c for c in point.copies if c.removed_at is None]
+        locations = sorted({c.location for c in live}, key=list(CopyLocation).index)
+        stored = sum(c.size_bytes for c in live if c.location == CopyLocation.REPOSITORY)
+        name = servers.get(point.server_id, "—") if point.server_id else "—"
+        groups.setdefault(name, []).append((point, locations, stored))
+    return sorted(groups.items())
 
 
 def _point_context(ctx: Ctx, point: RestorePoint) -> dict:

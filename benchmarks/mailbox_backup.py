@@ -17,7 +17,7 @@ Measured in one run, on one Dovecot (tests/mailboxes/dovecot/dovecot.conf, CONDS
   the full backup this separates the cost of creating one file per message in a fresh
   repository from the rest of the pipeline (IMAP, hashing, catalog).
 
-    .venv/bin/python benchmarks/mailbox.py [--database-url URL] [--messages-per-mailbox 1100]
+    .venv/bin/python benchmarks/mailbox_backup.py [--database-url URL] [--messages-per-mailbox 1100]
 
 SQLite in a temp dir by default; give a PostgreSQL URL (an empty database) to measure that.
 Ends with exactly one line:

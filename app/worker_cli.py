@@ -43,9 +43,9 @@ def worker_command(
     from sqlalchemy import inspect
 
     from app import logs
+    from app.composition import load_handlers
     from app.config import get_settings
     from app.jobs.background import BackgroundJobs
-    from app.jobs.handlers import load_handlers
     from app.jobs.scheduler import Scheduler
     from app.jobs.worker import Worker
     from app.state import Runtime

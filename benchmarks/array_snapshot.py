@@ -9,7 +9,7 @@ first, so both read from the disk, and both go into the same repository (so the 
 gains from deduplication too: the comparison is conservative). The 2% change is written as
 1 MiB runs at random places, as a database's page writes cluster in extents.
 
-    .venv/bin/python benchmarks/array.py [--repeat 5] [--base /tmp]
+    .venv/bin/python benchmarks/array_snapshot.py [--repeat 5] [--base /tmp]
 
 Ends with exactly one line:
 
