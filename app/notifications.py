@@ -19,7 +19,7 @@ from email.message import EmailMessage
 from typing import Any
 
 import httpx
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.audit import SYSTEM, record
@@ -35,6 +35,7 @@ from app.db.models import (
 from app.domain.jobs import JobState
 from app.domain.protection import RestorePointStatus, Verification
 from app.domain.rpo import objective_s
+from app.protection.catalog.points import newest_captures
 from app.security.secrets import SecretBox
 
 log = logging.getLogger(__name__)
@@ -347,22 +348,7 @@ class Notifier:
         ]
         if not policies:
             return []
-        newest = {
-            (policy_id, server_id, database_id): captured
-            for policy_id, server_id, database_id, captured in session.execute(
-                select(
-                    RestorePoint.policy_id,
-                    RestorePoint.server_id,
-                    RestorePoint.database_id,
-                    func.max(RestorePoint.captured_at),
-                )
-                .where(
-                    RestorePoint.policy_id.in_([p.id for p in policies]),
-                    RestorePoint.status == RestorePointStatus.AVAILABLE,
-                )
-                .group_by(RestorePoint.policy_id, RestorePoint.server_id, RestorePoint.database_id)
-            )
-        }
+        newest = newest_captures(session, policy_ids=[p.id for p in policies])
         names = dict(session.execute(select(ExchangeServer.id, ExchangeServer.name)).all())
         out = []
         for policy in policies:

@@ -31,6 +31,7 @@ from app.domain.protection import (
     Verification,
 )
 from app.domain.rpo import DayCompliance, Protected, compliance_by_day, objective_s
+from app.protection.catalog.points import newest_captures
 
 PROXY_FRESH_S = 120
 # The newest restore point is "near the objective" from this fraction of the RPO on.
@@ -127,8 +128,9 @@ def child_jobs(session: Session, job: Job) -> list[Any]:
 
 def revertible(point: RestorePoint) -> bool:
     """A VM can be reverted to the restore point: it is available and its VM snapshot is live."""
-    return point.status == RestorePointStatus.AVAILABLE and any(
-        c.location == CopyLocation.VM_SNAPSHOT and c.removed_at is None for c in point.copies
+    return (
+        point.status == RestorePointStatus.AVAILABLE
+        and point.live_copy(CopyLocation.VM_SNAPSHOT) is not None
     )
 
 
@@ -193,14 +195,8 @@ def rpo_by_server(session: Session, limit: int = 100) -> tuple[list[ServerRpo], 
     ).all()
     newest: dict[tuple[int, int | None], datetime] = {}
     latest_of: dict[int, datetime] = {}
-    for server_id, policy_id, at in session.execute(
-        select(RestorePoint.server_id, RestorePoint.policy_id, func.max(RestorePoint.captured_at))
-        .where(
-            RestorePoint.status == RestorePointStatus.AVAILABLE,
-            RestorePoint.server_id.is_not(None),
-        )
-        .group_by(RestorePoint.server_id, RestorePoint.policy_id)
-    ).all():
+    by = (RestorePoint.server_id, RestorePoint.policy_id)
+    for (server_id, policy_id), at in newest_captures(session, by).items():
         newest[(server_id, policy_id)] = _aware(at)
         if server_id not in latest_of or latest_of[server_id] < newest[(server_id, policy_id)]:
             latest_of[server_id] = newest[(server_id, policy_id)]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from fastapi import APIRouter, Request
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.api import API_PREFIX
@@ -28,7 +28,8 @@ from app.db.models import Connection, Job, Policy, RepositoryUsage, RestorePoint
 from app.db.types import utcnow
 from app.domain.connections import ConnectionKind, ConnectionStatus
 from app.domain.jobs import JobKind
-from app.domain.protection import CopyLocation, RestorePointStatus, Verification
+from app.domain.protection import CopyLocation
+from app.protection.catalog.points import newest_captures
 from app.repository import RepositoryError, open_repository
 from app.repository.connection import check_repository
 from app.repository.gc import live_digests
@@ -105,22 +106,7 @@ def verified_rpo_by_policy(
     policies = session.scalars(query).all()
     if not policies:
         return []
-    newest = {
-        (p, s, d): at
-        for p, s, d, at in session.execute(
-            select(
-                RestorePoint.policy_id,
-                RestorePoint.server_id,
-                RestorePoint.database_id,
-                func.max(RestorePoint.captured_at),
-            )
-            .where(
-                RestorePoint.verification == Verification.VERIFIED,
-                RestorePoint.status == RestorePointStatus.AVAILABLE,
-            )
-            .group_by(RestorePoint.policy_id, RestorePoint.server_id, RestorePoint.database_id)
-        )
-    }
+    newest = newest_captures(session, verified=True)
     out = []
     for policy in policies:
         times = [newest.get((policy.id, t.server_id, t.database_id)) for t in policy.targets]
@@ -201,12 +187,7 @@ def start_verify(repository_id: int, body: VerifyRequest, session: DbSession, pr
         point = session.get(RestorePoint, body.restore_point_id)
         if point is None:
             raise not_found("restore point", body.restore_point_id)
-        if not any(
-            c.location == CopyLocation.REPOSITORY
-            and c.connection_id == conn.id
-            and c.removed_at is None
-            for c in point.copies
-        ):
+        if point.live_copy(CopyLocation.REPOSITORY, conn.id) is None:
             raise invalid(
                 f"restore point {point.id} has no copy in repository '{conn.name}'",
                 "restore_point_id",

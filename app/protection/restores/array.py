@@ -41,7 +41,7 @@ def is_array_point(point: RestorePoint) -> bool:
 
 
 def _live(point: RestorePoint, location: CopyLocation):
-    return next((c for c in point.copies if c.location == location and c.removed_at is None), None)
+    return point.live_copy(location)
 
 
 def destroys_data(params: dict[str, Any]) -> bool:

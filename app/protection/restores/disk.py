@@ -70,11 +70,7 @@ def find_disk_image(session: Any, point: RestorePoint, disk_key: int) -> DiskIma
         raise RestoreRefused(
             f"restore point {point.id} holds no image of disk {disk_key} (its disks: {keys})"
         )
-    live = {
-        c.reference
-        for c in point.copies
-        if c.location == CopyLocation.REPOSITORY and c.removed_at is None
-    }
+    live = {c.reference for c in point.live_copies(CopyLocation.REPOSITORY)}
     if entry.get("manifest") not in live:
         raise RestoreRefused(
             f"the repository copy of disk {disk_key} of restore point {point.id} was removed"

@@ -29,14 +29,7 @@ _NAME = re.compile(r"^[^/\\%\x00-\x1f]{1,80}$")
 
 
 def live_snapshot(point: RestorePoint):
-    return next(
-        (
-            c
-            for c in point.copies
-            if c.location == CopyLocation.VM_SNAPSHOT and c.removed_at is None
-        ),
-        None,
-    )
+    return point.live_copy(CopyLocation.VM_SNAPSHOT)
 
 
 def confirm(point: RestorePoint, server_name: str, params: dict[str, Any]) -> None:

@@ -23,9 +23,7 @@ MODE = "revert"
 
 def confirm(point: RestorePoint, server_name: str, params: dict[str, Any]) -> None:
     """A revert discards what the server wrote since: the operator types its name."""
-    if not any(
-        c.location == CopyLocation.VM_SNAPSHOT and c.removed_at is None for c in point.copies
-    ):
+    if point.live_copy(CopyLocation.VM_SNAPSHOT) is None:
         raise RestoreRefused(
             f"restore point {point.id} has no VM snapshot left to revert to",
             field="restore_point_id",
@@ -43,14 +41,7 @@ def run(ctx: JobContext) -> JobResult:
         point = session.get(RestorePoint, ctx.params.get("restore_point_id"))
         if point is None or point.status != RestorePointStatus.AVAILABLE:
             raise PermanentError("the restore point is gone or expired")
-        copy = next(
-            (
-                c
-                for c in point.copies
-                if c.location == CopyLocation.VM_SNAPSHOT and c.removed_at is None
-            ),
-            None,
-        )
+        copy = point.live_copy(CopyLocation.VM_SNAPSHOT)
         if copy is None:
             raise PermanentError(f"restore point {point.id} has no VM snapshot to revert to")
         server = session.get(ExchangeServer, point.server_id)
@@ -65,7 +56,7 @@ def run(ctx: JobContext) -> JobResult:
         # point stops offering the revert (and the operator is told if nothing is left).
         with ctx.db.session() as session:
             point = session.get(RestorePoint, point.id)
-            gone = [c for c in point.copies if c.reference == snapshot and c.removed_at is None]
+            gone = [c for c in point.live_copies() if c.reference == snapshot]
             if gone:
                 mark_gone(session, point, gone, now=utcnow(), how=f"revert job {ctx.job_id}: {exc}")
         raise PermanentError(

@@ -75,8 +75,7 @@ def restore_point_list(
         if chosen["location"] is not None:
             query = query.where(
                 RestorePoint.copies.any(
-                    (RestorePointCopy.location == chosen["location"])
-                    & RestorePointCopy.removed_at.is_(None)
+                    (RestorePointCopy.location == chosen["location"]) & RestorePointCopy.live
                 )
             )
         if period:
@@ -155,14 +154,7 @@ def _point_context(ctx: Ctx, point: RestorePoint) -> dict:
         "holds": holds,
         "connections": names(ctx.session, Connection, (c.connection_id for c in point.copies)),
         "can_revert": revertible(point),
-        "snapshot": next(
-            (
-                c
-                for c in point.copies
-                if c.location == CopyLocation.VM_SNAPSHOT and c.removed_at is None
-            ),
-            None,
-        ),
+        "snapshot": point.live_copy(CopyLocation.VM_SNAPSHOT),
     }
 
 
