@@ -32,7 +32,7 @@ from app.db.models import ExchangeServer, RestorePoint
 from app.domain.protection import CopyLocation, RestorePointStatus, RestoreRefused
 from app.jobs.context import JobContext, JobResult, PermanentError
 from app.protection.bindings.vcenter import for_job
-from app.protection.restores.registry import RestoreMode, register, vm_point
+from app.protection.restores.registry import RestoreMode, register, requester, vm_point
 from app.repository.connection import open_job_repository
 
 MODE = "disk"
@@ -189,7 +189,7 @@ def run_disk_restore(ctx: JobContext) -> JobResult:
     finally:
         access.close()
     with ctx.db.session() as session:
-        actor = Actor(params.get("requested_by", "system"), "user")
+        actor = requester(params)
         for image, path in zip(images, written, strict=True):
             record(
                 session,

@@ -9,14 +9,13 @@ from __future__ import annotations
 from typing import Any
 
 from app.adapters import vsphere
-from app.audit import Actor, record
 from app.db.models import ExchangeServer, RestorePoint
 from app.db.types import utcnow
 from app.domain.protection import CopyLocation, RestorePointStatus, RestoreRefused
 from app.jobs.context import JobContext, JobResult, PermanentError
 from app.protection.bindings.vcenter import for_job
 from app.protection.catalog.copies import mark_gone
-from app.protection.restores.registry import RestoreMode, register, vm_point
+from app.protection.restores.registry import RestoreMode, audit, register, vm_point
 
 MODE = "revert"
 
@@ -65,17 +64,7 @@ def run(ctx: JobContext) -> JobResult:
         ) from exc
     finally:
         access.close()
-    with ctx.db.session() as session:
-        record(
-            session,
-            Actor(ctx.params.get("requested_by", "system"), "user"),
-            "restore.revert",
-            "restore_point",
-            point.id,
-            job=ctx.job_id,
-            server=name,
-            snapshot=snapshot,
-        )
+    audit(ctx, "restore.revert", "restore_point", point.id, server=name, snapshot=snapshot)
     ctx.progress(percent=100)
     return JobResult(message=f"{name} reverted to restore point {point.id}")
 
