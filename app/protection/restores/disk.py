@@ -349,11 +349,5 @@ def queue_disk_restore(
 # Queued by its own endpoints (queue_disk_restore), which check the request with
 # check_request: it names disks and a target, not a confirmation in params.
 DISK = register(
-    RestoreMode(
-        names=(MODE,),
-        applies_to=vm_point,
-        capabilities=("vcenter",),
-        run=run_disk_restore,
-        cleanup=cleanup_disk_restore,
-    )
+    RestoreMode((MODE,), vm_point, ("vcenter",), run_disk_restore, cleanup=cleanup_disk_restore)
 )

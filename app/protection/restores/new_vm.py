@@ -141,13 +141,4 @@ def _mark(ctx: JobContext) -> str:
     return f"job-{ctx.job_id}"
 
 
-NEW_VM = register(
-    RestoreMode(
-        names=(MODE,),
-        applies_to=vm_point,
-        capabilities=("vcenter",),
-        run=run,
-        confirm=confirm,
-        cleanup=cleanup,
-    )
-)
+NEW_VM = register(RestoreMode((MODE,), vm_point, ("vcenter",), run, confirm, cleanup))

@@ -69,12 +69,4 @@ def run(ctx: JobContext) -> JobResult:
     return JobResult(message=f"{name} reverted to restore point {point.id}")
 
 
-REVERT = register(
-    RestoreMode(
-        names=(MODE,),
-        applies_to=vm_point,
-        capabilities=("vcenter",),
-        run=run,
-        confirm=confirm,
-    )
-)
+REVERT = register(RestoreMode((MODE,), vm_point, ("vcenter",), run, confirm))
