@@ -128,8 +128,9 @@ def child_jobs(session: Session, job: Job) -> list[Any]:
 
 def revertible(point: RestorePoint) -> bool:
     """A VM can be reverted to the restore point: it is available and its VM snapshot is live."""
-    return point.status == RestorePointStatus.AVAILABLE and any(
-        c.location == CopyLocation.VM_SNAPSHOT and c.removed_at is None for c in point.copies
+    return (
+        point.status == RestorePointStatus.AVAILABLE
+        and point.live_copy(CopyLocation.VM_SNAPSHOT) is not None
     )
 
 
