@@ -90,8 +90,16 @@ def serve(
         log_level="info",
         # JSON logs: uvicorn's loggers go through ours instead of its own text format.
         log_config=None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG,
-        proxy_headers=True,
+        **proxy_options(settings),
     )
+
+
+def proxy_options(settings) -> dict:
+    """Uvicorn's forwarded-header handling: only for the proxies the settings name (uvicorn
+    alone would believe any client on loopback)."""
+    if not settings.trusted_proxies:
+        return {"proxy_headers": False}
+    return {"proxy_headers": True, "forwarded_allow_ips": ",".join(settings.trusted_proxies)}
 
 
 @cli.command()

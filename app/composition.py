@@ -22,13 +22,16 @@ from app.notifications import Notifier
 if TYPE_CHECKING:
     from app.state import Runtime
 
-# Modules that register the product's handlers when imported.
+# Modules that register the product's handlers (and the mail archive's reference source for
+# garbage collection, see app/repository/references.py) when imported.
 HANDLER_MODULES: tuple[str, ...] = (
+    "app.mailboxes.store",
     "app.protection.handlers.backup",
     "app.protection.handlers.restore",
     "app.inventory.sync_job",
     "app.protection.handlers.verify",
     "app.protection.handlers.expire",
+    "app.protection.handlers.copy",
 )
 
 

@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     session_max_age_s: int = 8 * 3600
     # Cookies are marked Secure when the service is served over HTTPS (behind a proxy).
     secure_cookies: bool = False
+    # Proxies whose X-Forwarded-For is believed (addresses or networks); none: the peer is
+    # the client, whoever says otherwise.
+    trusted_proxies: list[str] = []
     login_max_failures: int = 5
     login_window_s: int = 300
     log_level: str = "INFO"
@@ -57,6 +60,8 @@ class Settings(BaseSettings):
     # collection, and a verify of a random share of every restore point's blocks.
     repository_expire_minutes: int = 360
     repository_verify_minutes: int = 1440
+    # Alert (with failures) when a repository's disk is this full after a backup.
+    repository_full_percent: int = Field(default=90, ge=1, le=100)
     repository_verify_sample: float = Field(default=0.1, gt=0, le=1)
 
     @property

@@ -37,6 +37,7 @@ from app.composition import load_handlers
 from app.config import Settings, get_settings
 from app.metrics import HttpMetrics, ProtectionCollector
 from app.security.guard import RequestGuard
+from app.security.headers import ApiHeaders
 from app.state import Runtime
 from app.web import routes as web
 
@@ -127,5 +128,6 @@ def create_app(settings: Settings | None = None, *, background_jobs: bool = Fals
         same_site="lax",
         https_only=settings.secure_cookies,
     )
+    app.add_middleware(ApiHeaders)
     app.add_middleware(HttpMetrics, registry=app.state.registry)
     return app

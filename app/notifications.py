@@ -26,9 +26,11 @@ from app.audit import SYSTEM, record
 from app.config import Settings
 from app.db.models import (
     AuditEvent,
+    Connection,
     ExchangeServer,
     Job,
     Policy,
+    RepositoryUsage,
     RestorePoint,
     RestorePointCopy,
 )
@@ -143,6 +145,7 @@ class Notifier:
             self._rpo_breaches,
             self._damaged_points,
             self._unavailable_points,
+            self._full_repositories,
         ):
             try:
                 with session.begin_nested():
@@ -288,6 +291,49 @@ class Notifier:
                     ),
                 )
             )
+        return out
+
+    def _full_repositories(
+        self, session: Session, now: datetime, failures: list | None = None
+    ) -> list[tuple[Policy, Notice]]:
+        """Repositories measured fuller than ``repository_full_percent`` (after a backup),
+        told to the policies that store into them, once a day each."""
+        limit = self.settings.repository_full_percent
+        rows = session.execute(
+            select(RepositoryUsage, Connection)
+            .join(Connection, Connection.id == RepositoryUsage.connection_id)
+            .where(
+                RepositoryUsage.capacity_bytes > 0,
+                RepositoryUsage.measured_at >= now - LOOKBACK,
+            )
+        ).all()
+        out = []
+        for usage, conn in rows:
+            used = 100 * (usage.capacity_bytes - usage.free_bytes) / usage.capacity_bytes
+            if used < limit:
+                continue
+            where = (conn.options or {}).get("path") or (conn.options or {}).get("bucket", "")
+            text = (
+                f"repository '{conn.name}' at {where} is {used:.0f}% full "
+                f"({usage.free_bytes / 2**30:.1f} GiB free of {usage.capacity_bytes / 2**30:.1f} "
+                f"GiB, measured {usage.measured_at:%Y-%m-%d %H:%M} UTC); the alert is at "
+                f"{limit}%: expire old restore points or grow the disk before backups fail"
+            )
+            for policy in session.scalars(select(Policy).where(Policy.repository_id == conn.id)):
+                if "failure" not in policy.notify_on:
+                    continue
+                out.append(
+                    (
+                        policy,
+                        Notice(
+                            "repository.full",
+                            f"repository-full:{conn.id}:{policy.id}:{now:%Y-%m-%d}",
+                            f"repository '{conn.name}' is {used:.0f}% full",
+                            text,
+                            {"repository_id": conn.id, "policy": policy.name, "percent": used},
+                        ),
+                    )
+                )
         return out
 
     def _unavailable_points(

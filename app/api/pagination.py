@@ -14,6 +14,7 @@ from app.api.problems import invalid
 
 T = TypeVar("T")
 MAX_LIMIT = 500
+MAX_OFFSET = 2**31 - 1
 
 
 class Page(BaseModel, Generic[T]):
@@ -28,7 +29,8 @@ class PageWindow:
     """Which slice of a list: ``limit`` items from ``offset``."""
 
     limit: int = Query(default=50, ge=1, le=MAX_LIMIT, description="Items per page")
-    offset: int = Query(default=0, ge=0, description="Items to skip")
+    # Bounded: both databases take a 32-bit signed offset at least, and no list is longer.
+    offset: int = Query(default=0, ge=0, le=MAX_OFFSET, description="Items to skip")
 
 
 def query_page(

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError, StatementError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,15 @@ def invalid(detail: str, field: str | None = None) -> Problem:
     return Problem(422, detail, type_="/problems/validation", errors=errors)
 
 
+def _out_of_range() -> Problem:
+    return Problem(
+        422,
+        "a value is out of range for this service (a number too large, or a NUL character)",
+        type_="/problems/validation",
+        title="Invalid request",
+    )
+
+
 def problem_response(request: Request, problem: Problem) -> JSONResponse:
     body = {
         "type": problem.type,
@@ -108,6 +117,24 @@ def install(app: FastAPI) -> None:
             request,
             conflict("the change conflicts with existing data (duplicate or missing reference)"),
         )
+
+    # What the database cannot store: a number past its integer column (ids are 32-bit on
+    # PostgreSQL, 64-bit on SQLite) or a NUL character in text (PostgreSQL). No such id
+    # can exist and no such text can be kept, so the request is invalid, not a server error.
+    @app.exception_handler(OverflowError)
+    async def _overflow(request: Request, exc: OverflowError):
+        return problem_response(request, _out_of_range())
+
+    @app.exception_handler(DataError)
+    async def _data(request: Request, exc: DataError):
+        log.info("data error on %s %s: %s", request.method, request.url.path, exc.orig)
+        return problem_response(request, _out_of_range())
+
+    @app.exception_handler(StatementError)
+    async def _statement(request: Request, exc: StatementError):
+        if isinstance(exc.orig, OverflowError | ValueError):
+            return problem_response(request, _out_of_range())
+        raise exc
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):

@@ -37,6 +37,7 @@ CLIENT_PARAMS: dict[JobKind, frozenset[str]] = {
     JobKind.BACKUP: frozenset(),
     JobKind.SYNC: frozenset(),
     JobKind.EXPIRE: frozenset(),
+    JobKind.COPY: frozenset({"target_repository_id", "restore_point_id"}),
     JobKind.VERIFY: frozenset({"sample"}),
     JobKind.RESTORE: RESTORE,
 }

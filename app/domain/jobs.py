@@ -8,6 +8,7 @@ class JobKind(StrEnum):
     RESTORE = "restore"
     VERIFY = "verify"
     EXPIRE = "expire"
+    COPY = "copy"
     SYNC = "sync"
 
 

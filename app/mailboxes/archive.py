@@ -201,11 +201,11 @@ def _filtered(session: Session, q: SearchQuery) -> Select:
         stmt = stmt.where(ArchiveMessage.id.in_(select(ids.c.id)))
     if q.people.strip():
         for word in q.people.lower().split()[:4]:
-            like = f"%{word}%"
+            # Escaped: a '%' or '_' typed in the search is that character, not a wildcard.
             stmt = stmt.where(
                 or_(
-                    func.lower(ArchiveMessage.sender).like(like),
-                    func.lower(ArchiveMessage.recipients).like(like),
+                    func.lower(ArchiveMessage.sender).contains(word, autoescape=True),
+                    func.lower(ArchiveMessage.recipients).contains(word, autoescape=True),
                 )
             )
     if q.sent_from:

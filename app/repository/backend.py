@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import fcntl
 import functools
 import os
@@ -19,6 +20,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
+
+from app.repository.errors import RepositoryFull
 
 _KEY = re.compile(r"^[a-z0-9][a-z0-9._-]*(/[a-z0-9][a-z0-9._-]*)*$")
 _TMP_PREFIX = ".tmp-"
@@ -68,6 +71,7 @@ class FilesystemStore:
 
     def __init__(self, root: Path):
         self.root = Path(root)
+        self.name: str | None = None  # the connection's name, for operators' messages
         self._dirty: set[str] = set()
         self._dirty_lock = threading.Lock()
 
@@ -77,7 +81,33 @@ class FilesystemStore:
     def _path(self, key: str) -> Path:
         return self.root / check_key(key)
 
+    def space(self) -> tuple[int, int]:
+        """(capacity, free) bytes of the file system the repository lives on."""
+        st = os.statvfs(self.root)
+        return st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize
+
+    def full_error(self) -> RepositoryFull:
+        """Disk full, said so an operator knows which disk and how full it is."""
+        try:
+            capacity, free = self.space()
+            how = (
+                f"{100 * (capacity - free) / max(1, capacity):.0f}% of {capacity / 2**30:.1f} "
+                f"GiB used, {free / 2**20:.0f} MiB free"
+            )
+        except OSError as exc:
+            how = f"its size cannot be read ({exc})"
+        name = f"repository '{self.name}'" if self.name else "the repository"
+        return RepositoryFull(f"{name} at {self.root} is full: {how}")
+
     def put(self, key: str, data, *, durable: bool = True) -> None:
+        try:
+            self._put(key, data, durable=durable)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise self.full_error() from exc
+            raise
+
+    def _put(self, key: str, data, *, durable: bool) -> None:
         path = self._path(key)
         directory = path.parent
         if not directory.is_dir():

@@ -47,6 +47,7 @@ def open_repository(
 
         root_key = get_settings().root_key()
     store, label = store_for(conn, root_key)
+    store.name = conn.name  # for its errors (a full disk names the repository)
     options = conn.options or {}
     with _open_lock:
         return open_repository_in(

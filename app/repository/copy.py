@@ -45,16 +45,33 @@ class CopyReport:
 
 
 def open_replica(
-    source: Repository, store: ObjectStore, *, label: str, key: bytes | None, id=None
+    source: Repository,
+    store: ObjectStore,
+    *,
+    label: str,
+    key: bytes | None,
+    id=None,
+    immutable_days: int | None = None,
 ) -> Repository:
     """The replica of ``source`` in ``store``: initialised with the source's config when
-    the store is empty; refused when it holds another repository."""
+    the store is empty (immutable or not by its own choice, ``immutable_days``: a copy may
+    be locked where its source is not); refused when it holds another repository."""
     try:
         config = json.loads(store.get("config"))
     except ObjectMissing:
         if next(iter(store.list("")), None) is not None:
             raise RepositoryError(f"{label} is not empty and holds no Bulwark repository") from None
-        store.put("config", json.dumps(source.config, indent=1).encode())
+        config = {k: v for k, v in source.config.items() if k != "immutability"}
+        if immutable_days:
+            if not (hasattr(store, "lock_enabled") and store.lock_enabled()):
+                raise RepositoryError(
+                    f"{label}: an immutable copy needs an S3 bucket created with Object Lock"
+                ) from None
+            config["immutability"] = {
+                "mode": "s3-object-lock-compliance",
+                "days": immutable_days,
+            }
+        store.put("config", json.dumps(config, indent=1).encode())
     else:
         if config.get("uuid") != source.uuid:
             raise RepositoryError(

@@ -25,6 +25,11 @@ class ChunkDamaged(Exception):  # noqa: N818 - reads as what happened
         super().__init__(f"{where} is damaged: {reason}")
 
 
+class RepositoryFull(RepositoryError):
+    """The repository's disk has no room left: the message names the repository, where it
+    lives and how full it is."""
+
+
 class ManifestInUse(RepositoryError):
     """A running backup builds on this manifest; it cannot be deleted now."""
 

@@ -1,5 +1,9 @@
 """Garbage collection: mark every chunk a live image or reference source needs, sweep the rest.
 
+The live set is explicit: every image manifest in the repository, and every digest a source
+of the fixed list in references.py yields (the mail archive); collection refuses to run
+while one of those sources is missing, rather than sweep what it would have kept.
+
 Safe against a backup writing at the same time, by three rules:
 
 * A chunk is swept only if it is unmarked AND was last written or touched before the
@@ -15,7 +19,10 @@ Safe against a backup writing at the same time, by three rules:
   chunk the sweep removed.
 
 A backup that crashed leaves only chunks no manifest names and a writer record of a dead
-process; the next collection after the grace period removes both's effect.
+process; the next collection after the grace period removes both's effect. A backup that
+failed (a full disk, an error it saw) records the chunks it stored new (``abandoned/``):
+the next collection removes them at once, unless a writer that began before the failure is
+still running or something touched them since.
 
 Packs (many small chunks in one file, see packs.py) follow the same rules a pack at a time:
 one written or touched after the cutoff is kept whole; an older one is removed when none of
@@ -31,7 +38,7 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session
 
@@ -39,7 +46,8 @@ from app.repository.backend import ObjectMissing
 from app.repository.errors import RepositoryError
 from app.repository.immutable import locked_until
 from app.repository.packs import decode_index, index_key, pack_key, remove_pack, write_pack
-from app.repository.references import reference_sources
+from app.repository.references import missing_sources, reference_sources
+from app.repository.s3 import ObjectLocked
 from app.repository.store import Repository
 
 GRACE_S = 300.0
@@ -56,6 +64,7 @@ class GcReport:
     remaining_bytes: int = 0
     logical_bytes: int = 0
     removed_temporaries: int = 0
+    removed_abandoned: int = 0  # chunks of failed writers, removed without the grace
     removed_packs: int = 0
     repacked_packs: int = 0
     # Packs whose index is torn, or that are shorter than their index says, with chunks
@@ -96,6 +105,14 @@ def live_digests(
                 "collecting garbage needs the repository's connection and a database session "
                 "(other things than images keep chunks alive)"
             )
+        missing = missing_sources()
+        if missing:
+            # Sweeping without a source would remove every chunk it keeps alive.
+            raise RepositoryError(
+                "garbage collection refused: the reference source(s) "
+                f"{', '.join(missing)} are not loaded in this process, so what they keep "
+                "alive cannot be told apart from garbage"
+            )
         for name, source in reference_sources().items():
             before = len(live)
             live.update(source(session, repo.id))
@@ -117,25 +134,49 @@ def collect_garbage(
     cutoff = min([started] + [w["started"] for w in writers]) - grace_s
     live, report = live_digests(repo, session, images_only=images_only)
     report.cutoff = cutoff
+    # Chunks a failed writer stored (its record says which) go now, not after the grace:
+    # unless a writer still running began before that one ended (it may share them), or
+    # something touched them after it ended.
+    abandoned = repo.writers.abandoned_chunks()
+    failed = {
+        key: chunks
+        for key, (ended, chunks) in abandoned.items()
+        if not any(w["started"] <= ended for w in writers)
+    }
+    doomed = {d: ended for chunks in failed.values() for d, ended in chunks.items()}
     with repo.gc_lock(exclusive=True):
         for info in repo.store.stat_all("chunks/"):
             digest = info.key.rsplit("/", 1)[-1]
             if digest in live:
                 report.remaining_chunks += 1
                 report.remaining_bytes += info.size
-            elif info.modified >= cutoff:
-                report.kept_young += 1
-                report.remaining_chunks += 1
-                report.remaining_bytes += info.size
             elif (until := locked_until(repo.store, info.key)) is not None:
                 report.keep_locked(until, info.size)  # never tried: the store would refuse
                 report.remaining_chunks += 1
-            else:
+            elif digest in doomed and info.modified <= doomed[digest]:
                 with contextlib.suppress(ObjectMissing):
                     repo.store.delete(info.key)
                     report.removed_chunks += 1
                     report.freed_bytes += info.size
+                    report.removed_abandoned += 1
+            elif info.modified >= cutoff:
+                report.kept_young += 1
+                report.remaining_chunks += 1
+                report.remaining_bytes += info.size
+            else:
+                try:
+                    repo.store.delete(info.key)
+                    report.removed_chunks += 1
+                    report.freed_bytes += info.size
+                except ObjectMissing:
+                    pass
+                except ObjectLocked as exc:  # an older version under the current one is locked
+                    report.keep_locked(exc.until or datetime.now(UTC), info.size)
+                    report.remaining_chunks += 1
         _collect_packs(repo, live, cutoff, report)
+        for key in failed:
+            with contextlib.suppress(ObjectMissing):
+                repo.store.delete(key)
     remove_temps = getattr(repo.store, "remove_stale_temporaries", None)
     if remove_temps is not None:
         report.removed_temporaries = remove_temps(cutoff)

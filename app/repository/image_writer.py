@@ -56,6 +56,7 @@ class ImageWriter:
         self.writers = writers
         self.block_size = block_size
         self._zero = zero_block(block_size)
+        self._fresh: dict[str, list[str]] = {}
 
     def write_image(
         self,
@@ -87,6 +88,7 @@ class ImageWriter:
         created = datetime.now(UTC)
         buffers = _Buffers(bs)
         checks = ReuseChecks(self.chunks, self._trusted(previous))
+        fresh: list[str] = []  # chunks this image stored new: garbage at once if it fails
         writer_id = self.writers.begin(previous.id if previous else None)
         try:
             if to_read is None:
@@ -107,13 +109,14 @@ class ImageWriter:
                 to_read = sorted(reading | set(again))
                 reader = _random_blocks(source, size, bs, to_read, buffers)
                 read_mode = "changed-blocks"
-            stats = self._store_blocks(reader, blocks, progress, buffers, checks)
+            stats = self._store_blocks(reader, blocks, progress, buffers, checks, fresh)
         except BaseException:
-            self.writers.end(writer_id)
+            self.writers.abandoned(writer_id, fresh)
             raise
         stats.update(checks.stats)
         stats["checked"] = True  # every block named was stored or checked (see the note)
         stats["blocks"] = count
+        self._fresh[writer_id] = fresh  # until saved or abandoned
         # Blocks taken from the previous image without reading them (changed-blocks mode).
         stats["unchanged_blocks"] = 0 if to_read is None else count - len(to_read)
         return Manifest(
@@ -169,6 +172,7 @@ class ImageWriter:
         progress: Callable[[int], None] | None,
         buffers: _Buffers,
         checks: ReuseChecks,
+        fresh: list[str],
     ) -> dict[str, int]:
         """Hash, compress and store blocks on a thread pool, a bounded number in flight."""
         stats = collections.Counter(
@@ -199,7 +203,7 @@ class ImageWriter:
             try:
                 for index, data, buf in reader:
                     stats["read_bytes"] += len(data)
-                    future = pool.submit(self._store_block, data, checks)
+                    future = pool.submit(self._store_block, data, checks, fresh)
                     inflight.append((index, len(data), future, buf))
                     if len(inflight) >= 2 * threads:
                         finish_one()
@@ -210,12 +214,16 @@ class ImageWriter:
                     fut.cancel()
         return dict(stats)
 
-    def _store_block(self, data, checks: ReuseChecks) -> tuple[str | None, bool, int]:
+    def _store_block(
+        self, data, checks: ReuseChecks, fresh: list[str]
+    ) -> tuple[str | None, bool, int]:
         if data == self._zero[: len(data)]:
             return None, False, 0
         digest, new, stored = self.chunks.put(data, durable=False)
         if not new and not checks.sound(digest, data):
             digest, new, stored = self.chunks.put(data, durable=False)  # quarantined: again
+        if new:
+            fresh.append(digest)  # here, not when collected: a failure may come first
         return digest, new, stored
 
     def save_manifest(self, manifest: Manifest) -> str:
@@ -236,14 +244,17 @@ class ImageWriter:
                 raise ChunkDamaged(missing[0], "removed while the image was being written")
             self.store.put(manifest_key(manifest.id), sealed)
         if manifest.writer_id:
+            self._fresh.pop(manifest.writer_id, None)
             self.writers.end(manifest.writer_id)
             manifest.writer_id = None
         return manifest.id
 
     def abandon(self, manifest: Manifest) -> None:
-        """Give up an unsaved image: its chunks become garbage for the next collection."""
+        """Give up an unsaved image: the chunks it stored new are garbage for the next
+        collection at once (its writer is known to have failed)."""
         if manifest.writer_id:
-            self.writers.end(manifest.writer_id)
+            fresh = self._fresh.pop(manifest.writer_id, [])
+            self.writers.abandoned(manifest.writer_id, fresh)
             manifest.writer_id = None
 
 

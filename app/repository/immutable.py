@@ -16,6 +16,11 @@ The setting lives in the repository's own config, written once at initialisation
 cannot be switched off later (the connection's option is refused if it says otherwise, and
 the config wins when opening).
 
+New versions put over a locked key, or a delete marker hiding it, do not touch the locked
+version: reading a key hidden by a delete marker removes the marker and reads the original,
+and a verify that finds a block overwritten quarantines it, which removes what was put over
+the locked original (those newer versions are not locked) and so heals it.
+
 What it does not protect against: someone who controls the object store's servers
 themselves (SeaweedFS's disks, a cloud account's closure), or data written before the
 repository was immutable (there is none: it is decided when the repository is created).
@@ -63,6 +68,29 @@ class LockingStore:
         if not self._locks(key):
             return self.inner.touch(key)
         return self.inner.extend_retention(key, self.until())
+
+    def delete(self, key: str) -> None:
+        """Delete an unlocked object. A locked one is refused (``ObjectLocked``), unless
+        something was put over it: then that is removed and the locked original is current
+        again (how a verify's quarantine heals an overwritten block)."""
+        if self._locks(key) and self.inner.revert(key):
+            return
+        self.inner.delete(key)
+
+    def get(self, key: str) -> bytes:
+        return self._healing(key, lambda: self.inner.get(key))
+
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        return self._healing(key, lambda: self.inner.get_range(key, offset, length))
+
+    def _healing(self, key: str, read):
+        """A locked object hidden by a delete marker is brought back and read."""
+        try:
+            return read()
+        except ObjectMissing:
+            if not self._locks(key) or not self.inner.revert(key):
+                raise
+        return read()
 
     def locked_until(self, key: str) -> datetime | None:
         """When the object's lock ends, if it is locked now."""

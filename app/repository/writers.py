@@ -71,6 +71,27 @@ class WriterRecords:
         self.store.put(f"writers/{writer_id}", json.dumps(doc).encode(), durable=False)
         return writer_id
 
+    def abandoned(self, writer_id: str, chunks: list[str]) -> None:
+        """This writer failed: the chunks it stored new are garbage now, not in five minutes
+        (see gc.py), unless something else has used them since."""
+        if chunks:
+            doc = {"ended": time.time() + CLOCK_SLACK_S, "chunks": sorted(set(chunks))}
+            with contextlib.suppress(OSError):  # a full disk: the grace period applies
+                self.store.put(f"abandoned/{writer_id}", json.dumps(doc).encode(), durable=False)
+        self.end(writer_id)
+
+    def abandoned_chunks(self) -> dict[str, tuple[float, dict[str, float]]]:
+        """Records of failed writers: id -> (when it ended, {chunk: when it ended})."""
+        found = {}
+        for key in self.store.list("abandoned/"):
+            try:
+                doc = json.loads(self.store.get(key))
+            except (ObjectMissing, ValueError):
+                continue
+            ended = float(doc.get("ended", 0))
+            found[key] = (ended, dict.fromkeys(doc.get("chunks") or [], ended))
+        return found
+
     def end(self, writer_id: str) -> None:
         with contextlib.suppress(ObjectMissing):
             self.store.delete(f"writers/{writer_id}")

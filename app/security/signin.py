@@ -38,7 +38,7 @@ def sign_in(
         record(session, actor, "auth.sign_in", "user", outcome="failure")
         session.commit()
         raise SignInRefused("wrong user name or password")
-    throttle.succeeded(username)
+    throttle.succeeded(username, client_ip)
     user.last_login_at = utcnow()
     record(session, actor, "auth.sign_in", "user", user.id)
     return user

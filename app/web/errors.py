@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import RedirectResponse, Response
 
@@ -98,6 +98,10 @@ class WebRoute(APIRoute):
                     "The change conflicts with existing data (a duplicate name, or something "
                     "another user removed meanwhile). Reload and try again.",
                 )
+            except (OverflowError, DataError) as exc:
+                # A number past any id, or a NUL character: nothing by that name can exist.
+                log.info("out-of-range value on %s %s: %s", request.method, request.url.path, exc)
+                return error_page(request, 404, "There is no such page.")
             except Exception:
                 log.exception("dashboard page %s %s failed", request.method, request.url.path)
                 return error_page(

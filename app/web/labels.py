@@ -50,6 +50,7 @@ JOB_KINDS = {
     JobKind.RESTORE: "Restore",
     JobKind.VERIFY: "Verify",
     JobKind.EXPIRE: "Expire",
+    JobKind.COPY: "Copy",
     JobKind.SYNC: "Inventory sync",
 }
 

@@ -9,7 +9,7 @@ from urllib.parse import urlencode
 from sqlalchemy import Select
 from sqlalchemy.orm import Session
 
-from app.api.pagination import PageWindow, query_page
+from app.api.pagination import MAX_OFFSET, PageWindow, query_page
 
 PAGE_SIZE = 25
 
@@ -50,7 +50,8 @@ def page_of(
     params: dict[str, Any],
     size: int = PAGE_SIZE,
 ) -> tuple[list[Any], Pager]:
-    page = max(1, page)
+    # Past the last page is an empty page, and no page number overflows an offset.
+    page = min(max(1, page), MAX_OFFSET // size)
     window = PageWindow(limit=size, offset=(page - 1) * size)
     items, total = query_page(
         session, query, window, None, sortable=sortable, default_sort=default_sort
@@ -73,6 +74,7 @@ def int_or_none(value: str | None) -> int | None:
     if not value:
         return None
     try:
-        return int(value)
+        number = int(value)
     except ValueError:
         return None
+    return number if -(2**31) <= number < 2**31 else None  # no id is past a 32-bit column

@@ -19,9 +19,10 @@ from app.db.models import (
     PolicyTarget,
     Proxy,
     RestorePoint,
+    RestorePointCopy,
 )
 from app.db.types import utcnow
-from app.domain.connections import ConnectionStatus
+from app.domain.connections import ConnectionKind, ConnectionStatus
 from app.domain.jobs import JobKind, JobState
 from app.domain.protection import (
     WITHOUT_COPIES,
@@ -71,7 +72,47 @@ def overview_counts(session: Session) -> dict[str, Any]:
         "jobs_total": sum(jobs.values()),
         "points": _ordered(points, Verification),
         "points_total": sum(points.values()),
+        "servers_immutable": servers_with_immutable_copy(session),
     }
+
+
+def servers_with_immutable_copy(session: Session) -> int:
+    """Protected servers with a restore point whose copy in an immutable repository is still
+    locked (its copy's time plus the repository's lock period lies ahead). Two queries at
+    most, whatever the number of repositories."""
+    now = utcnow()
+    days = {
+        conn_id: (options or {}).get("immutable_days")
+        for conn_id, options in session.execute(
+            select(Connection.id, Connection.options).where(
+                Connection.kind == ConnectionKind.REPOSITORY
+            )
+        )
+    }
+    days = {k: v for k, v in days.items() if isinstance(v, int) and v > 0}
+    if not days:
+        return 0
+    rows = session.execute(
+        select(
+            RestorePoint.server_id,
+            RestorePointCopy.connection_id,
+            func.max(RestorePointCopy.created_at),
+        )
+        .join(RestorePointCopy, RestorePointCopy.restore_point_id == RestorePoint.id)
+        .where(
+            RestorePointCopy.connection_id.in_(days),
+            RestorePointCopy.removed_at.is_(None),
+            RestorePointCopy.created_at > now - timedelta(days=max(days.values())),
+            RestorePoint.server_id.is_not(None),
+        )
+        .group_by(RestorePoint.server_id, RestorePointCopy.connection_id)
+    )
+    servers = {
+        server_id
+        for server_id, conn_id, created in rows
+        if _aware(created) + timedelta(days=days[conn_id]) > _aware(now)
+    }
+    return len(servers)
 
 
 def recent_jobs(
@@ -346,3 +387,35 @@ def server_summaries(session: Session, ids: list[int]) -> dict[int, ServerSummar
     rows, _ = rpo_by_server(session, limit=1_000_000)
     states = {row.server_id: row for row in rows if row.server_id in set(ids)}
     return {i: ServerSummary(jobs.get(i), points.get(i), states.get(i)) for i in ids}
+
+
+@dataclass
+class JobRun:
+    job_id: int
+    finished_at: datetime
+    seconds: float
+    mib_per_s: float | None
+    state: str
+
+
+def policy_job_history(session: Session, policy_id: int, limit: int = 30) -> list[JobRun]:
+    """Duration and throughput of a policy's finished per-server backup jobs, oldest first
+    (the newest ``limit``), for its history chart. One query."""
+    rows = session.execute(
+        select(Job.id, Job.started_at, Job.finished_at, Job.bytes_done, Job.state)
+        .where(
+            Job.policy_id == policy_id,
+            Job.kind == JobKind.BACKUP,
+            Job.parent_id.is_not(None),
+            Job.started_at.is_not(None),
+            Job.finished_at.is_not(None),
+        )
+        .order_by(Job.finished_at.desc())
+        .limit(limit)
+    ).all()
+    runs = []
+    for job_id, started, finished, done, state in reversed(rows):
+        seconds = max(0.0, (_aware(finished) - _aware(started)).total_seconds())
+        rate = done / seconds / (1 << 20) if seconds > 0 and done else None
+        runs.append(JobRun(job_id, _aware(finished), seconds, rate, str(state)))
+    return runs

@@ -17,7 +17,7 @@ from app.notifications import Notifier
 from tests.api.conftest import assert_problem
 from tests.protection.conftest import backup_now, make_policy, restore_points, run_jobs
 from tests.protection.test_backup_flow import target
-from tests.test_notifications import webhook  # noqa: F401 - a fixture
+from tests.test_notifications import allow_loopback_webhooks, webhook  # noqa: F401
 
 pytestmark = pytest.mark.lab
 
@@ -43,6 +43,7 @@ def test_a_snapshot_deleted_in_vcenter_is_found_gone_at_the_next_sync(
     webhook,  # noqa: F811
 ):
     url, hooks = webhook
+    allow_loopback_webhooks(client, admin)
     policy = make_policy(
         client,
         admin,

@@ -7,12 +7,12 @@ from datetime import timedelta
 
 import pytest
 
+from app.composition import load_handlers
 from app.db.models import Job, RestorePoint
 from app.db.types import utcnow
 from app.domain.jobs import JobState
 from app.domain.protection import RestorePointStatus
 from app.jobs import Worker
-from app.jobs.handlers import load_handlers
 from app.jobs.handlers import registry as product_registry
 from app.repository import Repository
 from tests.repository.test_jobs_and_api import FAST, Estate, add_repository, run_jobs

@@ -97,6 +97,7 @@ def test_reference_sources_keep_their_chunks(tmp_path, small, monkeypatch):
 
     # Only this test's source (the product's own sources need a real database session).
     monkeypatch.setattr(references, "_sources", {})
+    monkeypatch.setattr(references, "REQUIRED_SOURCES", ("test-mail",))
     kept = small.put_chunk(b"a mail message")
     dropped = small.put_chunk(b"an expired mail message")
     small.id = 42
@@ -163,3 +164,43 @@ def test_missing_chunk_at_save_time_refuses_the_manifest(small):
     assert small.list_manifests() == []
     small.abandon(m)
     assert list(small.store.list("writers/")) == []
+
+
+def test_gc_refuses_to_run_without_the_mail_reference_source(small, monkeypatch):
+    """Archived mail is kept alive only by the mail archive's reference source: collection
+    without it (a process that never imported app.mailboxes.store) must not sweep it."""
+    from app.repository import references
+
+    monkeypatch.setattr(references, "_sources", {})  # no source registered in this process
+    archived = small.put_chunk(b"an archived mail message")
+    small.id = 42
+    with pytest.raises(RepositoryError, match="mail"):
+        collect_garbage(small, object(), grace_s=-60)
+    assert chunks(small) == {archived}
+
+
+def test_an_entry_point_without_the_mail_import_cannot_sweep_archived_mail(tmp_path):
+    """The whole path in a fresh interpreter: only the repository is imported, as a tool or
+    a new entry point might; collection refuses, and the archived message stays."""
+    script = (
+        "import sys\n"
+        "from app.repository import RepositoryError, open_repository_at\n"
+        "from app.repository.gc import collect_garbage\n"
+        "repo = open_repository_at(sys.argv[1], create=True, id=7)\n"
+        "digest = repo.put_chunk(b'archived mail')\n"
+        "try:\n"
+        "    collect_garbage(repo, object(), grace_s=-60)\n"
+        "except RepositoryError as exc:\n"
+        "    print('refused:', exc)\n"
+        "print('kept' if repo.has_chunk(digest) else 'swept')\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "repo")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    assert "refused:" in out and "mail" in out
+    assert out.strip().endswith("kept")

@@ -29,6 +29,7 @@ def needed(monkeypatch):
     from app.repository import references
 
     monkeypatch.setattr(references, "_sources", {})
+    monkeypatch.setattr(references, "REQUIRED_SOURCES", ("test-packs",))
     wanted: set[str] = set()
     register_reference_source("test-packs", lambda session, repo_id: set(wanted))
     yield wanted

@@ -28,11 +28,12 @@ class PackedMail(RuleBasedStateMachine):
         self.repo = open_repository_at(self.dir / "repo", create=True, id=1)
         self.needed: dict[str, bytes] = {}  # what the archive names (as the database would)
         self.running: list[tuple[object, dict[str, bytes]]] = []
-        self._sources = references._sources
+        self._sources = references._sources, references.REQUIRED_SOURCES
         references._sources = {"prop": lambda session, repo_id: set(self.needed)}
+        references.REQUIRED_SOURCES = ("prop",)
 
     def teardown(self):
-        references._sources = self._sources
+        references._sources, references.REQUIRED_SOURCES = self._sources
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def _store(self, indexes: list[int]) -> dict[str, bytes]:

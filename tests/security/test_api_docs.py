@@ -51,3 +51,13 @@ def test_bearer_scheme_and_error_responses_are_declared(app):
         for status in ("400", "401", "403", "404", "409", "422", "502"):
             content = op["responses"][status]["content"]["application/problem+json"]
             assert content["schema"] == {"$ref": "#/components/schemas/Problem"}, (path, status)
+
+
+def test_api_answers_are_not_sniffed_or_cached(client, admin):
+    for response in (
+        client.get("/api/v1/me", headers=admin),
+        client.get("/api/v1/me"),  # a 401 problem too
+        client.post("/api/v1/policies", json={}),  # refused by the guard, unread
+    ):
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert response.headers["cache-control"] == "no-store"

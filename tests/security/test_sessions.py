@@ -98,3 +98,16 @@ def test_an_admin_reset_or_end_sessions_signs_the_user_out(app, client, admin, m
     op_token = client.post("/api/v1/tokens", json={"name": "t"}, headers=admin)
     assert op_token.status_code == 201
     assert client.delete(f"/api/v1/users/{op_id}/sessions").status_code == 401
+
+
+def test_password_changes_are_throttled(client, headers_for):
+    operator = headers_for(Role.OPERATOR)
+    wrong = {"current_password": "not-it-at-all", "new_password": "another-long-password"}
+    statuses = [
+        client.post("/api/v1/me/password", json=wrong, headers=operator).status_code
+        for _ in range(6)
+    ]
+    assert statuses[:5] == [403] * 5 and statuses[5] == 429
+    right = {"current_password": USER_PASSWORD, "new_password": "another-long-password"}
+    response = client.post("/api/v1/me/password", json=right, headers=operator)
+    assert response.status_code == 429 and int(response.headers["retry-after"]) > 0

@@ -73,3 +73,44 @@ def test_the_run_page_shows_the_state_of_all_its_jobs(app, admin_client, admin):
     mixed = _run(app, [JobState.SUCCEEDED, JobState.FAILED], "M")
     state = admin_client.get(f"/jobs/{mixed}").text.split('class="run-state"')[1].split("</dd>")[0]
     assert "Partly succeeded" in state and "2 of 2" in state
+
+
+def test_a_policy_page_charts_the_duration_and_throughput_of_its_jobs(app, admin_client):
+    from datetime import timedelta
+
+    from app.db.models import Policy
+    from app.db.types import utcnow
+    from app.domain.protection import Consistency, ProtectionMethod
+
+    now = utcnow()
+    with app.state.runtime.db.session() as s:
+        policy = Policy(
+            name="nightly-image",
+            method=ProtectionMethod.VM_IMAGE,
+            consistency=Consistency.CRASH,
+            rpo_minutes=60,
+        )
+        s.add(policy)
+        s.flush()
+        parent = Job(kind=JobKind.BACKUP, policy_id=policy.id, created_by="t")
+        s.add(parent)
+        s.flush()
+        for i, (seconds, state) in enumerate(((100, JobState.SUCCEEDED), (50, JobState.FAILED))):
+            s.add(
+                Job(
+                    kind=JobKind.BACKUP,
+                    state=state,
+                    policy_id=policy.id,
+                    parent_id=parent.id,
+                    bytes_done=(100 << 20) * seconds,  # 100 MiB/s
+                    started_at=now - timedelta(hours=2 - i, seconds=seconds),
+                    finished_at=now - timedelta(hours=2 - i),
+                    created_by="t",
+                )
+            )
+        policy_id = policy.id
+    page = admin_client.get(f"/policies/{policy_id}").text
+    chart = page.split('class="history-chart"')[1].split("</svg>")[0]
+    assert chart.count('<rect class="bar bar-ok"') == 1 and chart.count("bar-bad") == 1
+    assert "100.0 s · 100.0 MiB/s · succeeded" in chart
+    assert "tallest: 100.0 s" in page and "fastest: 100.0 MiB/s" in page

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
@@ -29,6 +29,10 @@ def readyz(request: Request):
     return {"status": "ok", "database": "ok"}
 
 
-@router.get("/metrics", summary="Prometheus metrics (needs a reader token)")
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics (needs a reader token)",
+    response_class=PlainTextResponse,
+)
 def metrics(request: Request, _: Reader):
     return Response(generate_latest(request.app.state.registry), media_type=CONTENT_TYPE_LATEST)

@@ -17,6 +17,7 @@ from app.api.deps import DbSession, Reader, require, runtime
 from app.api.problems import Problem, found, invalid, not_found
 from app.api.schemas.inventory import ConnectionTestOut
 from app.api.schemas.repositories import (
+    CopyRequest,
     JobQueuedOut,
     RepositoryOut,
     RepositoryUsageOut,
@@ -220,6 +221,27 @@ def start_verify(repository_id: int, body: VerifyRequest, session: DbSession, pr
     else:
         params["repository_id"] = conn.id
     return _queue(session, JobKind.VERIFY, params, principal.actor)
+
+
+@router.post(
+    "/{repository_id}/copy",
+    response_model=JobQueuedOut,
+    status_code=202,
+    summary="Queue a copy of this repository's restore points into another repository",
+)
+def start_copy(repository_id: int, body: CopyRequest, session: DbSession, principal=Runner):
+    conn = _repository(session, repository_id)
+    target = session.get(Connection, body.target_repository_id)
+    if target is None or target.kind != ConnectionKind.REPOSITORY:
+        raise not_found("repository", body.target_repository_id)
+    if target.id == conn.id:
+        raise invalid("a copy needs another repository than its source", "target_repository_id")
+    params = {"repository_id": conn.id, "target_repository_id": target.id}
+    if body.restore_point_id is not None:
+        if session.get(RestorePoint, body.restore_point_id) is None:
+            raise not_found("restore point", body.restore_point_id)
+        params["restore_point_id"] = body.restore_point_id
+    return _queue(session, JobKind.COPY, params, principal.actor)
 
 
 @router.post(

@@ -7,7 +7,7 @@ from sqlalchemy import select
 
 from app.accounts import AccountError, create_user, keep_an_admin
 from app.api import API_PREFIX
-from app.api.deps import CurrentPrincipal, DbSession, require
+from app.api.deps import CurrentPrincipal, DbSession, client_ip, require, runtime
 from app.api.pagination import Page, PageWindow, paginate
 from app.api.problems import Problem, conflict, invalid, not_found
 from app.api.schemas.users import PasswordChange, UserCreate, UserOut, UserUpdate
@@ -45,8 +45,24 @@ def change_password(
     request: Request, body: PasswordChange, session: DbSession, principal: CurrentPrincipal
 ):
     user = _get_user(session, principal.user_id)
+    # Throttled like sign-in: a stolen session must not become a password-guessing oracle.
+    throttle, key, address = (
+        runtime(request).throttle,
+        f"password:{user.username}",
+        client_ip(request),
+    )
+    wait = throttle.retry_after(key, address)
+    if wait:
+        raise Problem(
+            429,
+            f"too many wrong current passwords; try again in {wait} s",
+            type_="/problems/throttled",
+            headers={"Retry-After": str(wait)},
+        )
     if not verify_password(user.password_hash, body.current_password.get_secret_value()):
+        throttle.failed(key, address)
         raise Problem(403, "the current password is wrong", type_="/problems/forbidden")
+    throttle.succeeded(key, address)
     user.password_hash = hash_password(body.new_password.get_secret_value())
     # Whoever else holds a session (a copied cookie) is out; this browser stays signed in.
     sessions.end_all(user)

@@ -5,7 +5,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from app.api.schemas.common import Input, LongText, Output
+from app.api.schemas.common import Input, LongText, Output, Patch
 from app.domain.protection import (
     Consistency,
     CopyLocation,
@@ -54,7 +54,9 @@ class RestorePointOut(Output):
     copies: list[CopyOut]
 
 
-class RestorePointUpdate(Input):
+class RestorePointUpdate(Patch):
+    nullable = frozenset({"expires_at"})
+
     expires_at: datetime | None = Field(description="Keep until then (or null: retention decides)")
 
 

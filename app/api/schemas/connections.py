@@ -5,7 +5,7 @@ from typing import Annotated, Any
 
 from pydantic import Field, SecretStr, field_validator
 
-from app.api.schemas.common import Input, LongText, Name, Output, ShortText, Thumbprint
+from app.api.schemas.common import HostName, Input, LongText, Name, Output, Patch, Thumbprint
 from app.domain.connections import ConnectionKind, ConnectionStatus
 
 OptionValue = str | int | bool | list[str]
@@ -16,7 +16,7 @@ Password = Annotated[SecretStr, Field(max_length=1024)]
 class ConnectionCreate(Input):
     name: Name
     kind: ConnectionKind
-    host: ShortText = ""
+    host: HostName = ""
     port: int | None = Field(default=None, ge=1, le=65535)
     username: Annotated[str, Field(max_length=128)] = ""
     password: Password | None = Field(default=None, description="Write-only; never returned")
@@ -40,9 +40,11 @@ class ConnectionCreate(Input):
         return value
 
 
-class ConnectionUpdate(Input):
+class ConnectionUpdate(Patch):
+    nullable = frozenset({"guest_password", "password", "port", "trusted_thumbprint"})
+
     name: Name | None = None
-    host: ShortText | None = None
+    host: HostName | None = None
     port: int | None = Field(default=None, ge=1, le=65535)
     username: Annotated[str, Field(max_length=128)] | None = None
     password: Password | None = Field(default=None, description="Write-only; omit to keep")

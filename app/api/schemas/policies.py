@@ -5,7 +5,7 @@ from typing import Annotated, Literal
 
 from pydantic import AnyHttpUrl, EmailStr, Field, SecretStr, field_validator, model_validator
 
-from app.api.schemas.common import Input, LongText, Name, Output
+from app.api.schemas.common import Input, LongText, Name, Output, Patch
 from app.domain.protection import Consistency, ProtectionMethod, RestoreCapability
 from app.domain.schedules import schedule_problem
 
@@ -75,7 +75,21 @@ class PolicyCreate(PolicyFields):
         return self
 
 
-class PolicyUpdate(Input):
+class PolicyUpdate(Patch):
+    nullable = frozenset(
+        {
+            "compliance_retention_days",
+            "notify_webhook_secret",
+            "notify_webhook_url",
+            "post_script",
+            "pre_script",
+            "repository_id",
+            "rpo_minutes",
+            "schedule_cron",
+            "targets",
+        }
+    )
+
     name: Name | None = None
     description: LongText | None = None
     enabled: bool | None = None

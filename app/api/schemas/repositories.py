@@ -37,6 +37,13 @@ class VerifyRequest(Input):
     sample: float = Field(default=1.0, gt=0, le=1, description="Share of blocks to re-read")
 
 
+class CopyRequest(Input):
+    target_repository_id: int = Field(description="The repository the copies go to")
+    restore_point_id: int | None = Field(
+        default=None, description="One restore point; omit for every one the source holds"
+    )
+
+
 class JobQueuedOut(Output):
     job_id: int
 

@@ -4,7 +4,7 @@ from datetime import datetime
 
 from pydantic import Field
 
-from app.api.schemas.common import Input, LongText, Name, Output
+from app.api.schemas.common import Input, LongText, Name, Output, Patch
 from app.domain.protection import DatabaseLayout
 
 DiskKey = int
@@ -20,7 +20,9 @@ class DatabaseIn(Input):
     )
 
 
-class DatabaseUpdate(Input):
+class DatabaseUpdate(Patch):
+    nullable = frozenset({"database_disk_key", "log_disk_key"})
+
     name: Name | None = None
     database_disk_key: DiskKey | None = Field(default=None, ge=0)
     log_disk_key: DiskKey | None = Field(default=None, ge=0)
@@ -44,7 +46,9 @@ class ServerCreate(Input):
     databases: list[DatabaseIn] = Field(default_factory=list, max_length=100)
 
 
-class ServerUpdate(Input):
+class ServerUpdate(Patch):
+    nullable = frozenset({"connection_id", "vm_moref"})
+
     name: Name | None = None
     connection_id: int | None = None
     vm_moref: str | None = Field(default=None, max_length=64, pattern=r"^[\w-]+$")

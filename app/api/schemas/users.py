@@ -5,7 +5,7 @@ from typing import Annotated
 
 from pydantic import Field, SecretStr, field_validator
 
-from app.api.schemas.common import Input, Output
+from app.api.schemas.common import Input, Output, Patch
 from app.security.roles import Role
 
 Username = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][\w.@-]*$")]
@@ -19,7 +19,7 @@ class UserCreate(Input):
     role: Role
 
 
-class UserUpdate(Input):
+class UserUpdate(Patch):
     full_name: Annotated[str, Field(max_length=128)] | None = None
     password: NewPassword | None = None
     role: Role | None = None

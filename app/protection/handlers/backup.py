@@ -32,9 +32,12 @@ from app.inventory.queries import server_vm
 from app.jobs.context import JobContext, JobResult, PermanentError
 from app.jobs.enqueue import enqueue
 from app.jobs.handlers import JobRequest, Requirements, register
+from app.protection.bindings import space
 from app.protection.bindings.services import JobStrategyServices
 from app.protection.bindings.vcenter import for_job
 from app.protection.handlers import mailbox_backup
+from app.repository import RepositoryError
+from app.repository.connection import open_job_repository
 from app.strategies.array_snapshot import ArraySnapshot
 from app.strategies.base import BackupRun, BackupStrategy, PolicySpec, StrategyServices, TargetSpec
 from app.strategies.declarations import DECLARATIONS
@@ -49,6 +52,10 @@ STRATEGIES: dict[ProtectionMethod, type[BackupStrategy]] = {
     ProtectionMethod.VM_IMAGE: VmImage,
     ProtectionMethod.ARRAY_SNAPSHOT: ArraySnapshot,
 }
+
+
+# Methods whose backups store into the policy's repository.
+COPIES_OFF_HOST = frozenset({ProtectionMethod.VM_IMAGE, ProtectionMethod.ARRAY_SNAPSHOT})
 
 
 def _strategy(method: ProtectionMethod, services: StrategyServices) -> BackupStrategy:
@@ -147,6 +154,7 @@ class _Loaded:
     method: ProtectionMethod
     retain_days: int | None  # compliance retention of the policy
     size_bytes: int  # what the restore point covers
+    repository_id: int | None = None  # where the off-host copies go
 
 
 def _load(session: Session, ctx: JobContext) -> _Loaded:
@@ -164,6 +172,7 @@ def _load(session: Session, ctx: JobContext) -> _Loaded:
             Policy.keep_on_primary,
             Policy.repository_id,
             Policy.compliance_retention_days,
+            Policy.repository_id,
             ExchangeServer.id.label("server_id"),
             ExchangeServer.name.label("server_name"),
             ExchangeServer.connection_id,
@@ -226,6 +235,7 @@ def _load(session: Session, ctx: JobContext) -> _Loaded:
         policy.method,
         policy.compliance_retention_days,
         _disk_bytes(session, target, db),
+        policy.repository_id,
     )
 
 
@@ -260,6 +270,7 @@ def run_backup(ctx: JobContext) -> JobResult | None:
                 "completing the job from there"
             )
         else:
+            _check_room(ctx, loaded)
             strategy.run(run)
             ctx.step("catalog")
             point_id = _catalog(
@@ -277,6 +288,7 @@ def run_backup(ctx: JobContext) -> JobResult | None:
             expired, partial = [], True
     finally:
         access.close()
+    _record_space(ctx, loaded)
     ctx.progress(percent=100)
     return JobResult(
         partial=partial,
@@ -288,6 +300,39 @@ def run_backup(ctx: JobContext) -> JobResult | None:
             "quiesce_window_s": quiesce_window_s,
         },
     )
+
+
+def _check_room(ctx: JobContext, loaded: _Loaded) -> None:
+    """A backup that cannot fit does not start (no snapshot, no quiesce for nothing)."""
+    if loaded.repository_id is None or loaded.method not in COPIES_OFF_HOST:
+        return
+    try:
+        repo = open_job_repository(ctx, loaded.repository_id)
+    except (RepositoryError, PermanentError):
+        return  # not reachable: the copy step says so, after the usual cleanup
+    with ctx.db.session() as session:
+        expected = space.expected_bytes(
+            session,
+            policy_id=loaded.spec.id,
+            server_id=loaded.target.server_id,
+            database_id=loaded.target.database_id,
+        )
+    space.check_room(repo, expected)
+
+
+def _record_space(ctx: JobContext, loaded: _Loaded) -> None:
+    """The repository's usage and free space after every backup (the notifier alerts)."""
+    if loaded.repository_id is None or loaded.method not in COPIES_OFF_HOST:
+        return
+    try:
+        repo = open_job_repository(ctx, loaded.repository_id)
+        with ctx.db.session() as session:
+            usage = space.record_space(session, repo)
+            if usage is not None and usage.capacity_bytes:
+                used = 100 * (usage.capacity_bytes - usage.free_bytes) / usage.capacity_bytes
+                ctx.event(f"repository {used:.0f}% full, {usage.free_bytes / 2**30:.1f} GiB free")
+    except RepositoryError as exc:  # measuring is not the backup: note it, do not fail
+        ctx.warning(f"the repository's free space could not be measured: {exc}")
 
 
 def _catalog(

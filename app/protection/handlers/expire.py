@@ -24,7 +24,6 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-import app.mailboxes.store  # noqa: F401 - registers archived mail as live chunks for GC
 from app.db.models import Connection, Job, Policy, RepositoryUsage, RestorePoint, RestorePointCopy
 from app.db.types import utcnow
 from app.domain.connections import ConnectionKind

@@ -45,7 +45,7 @@ from app.web.forms import (
     values_of,
 )
 from app.web.paging import page_of
-from app.web.queries import names, recent_jobs
+from app.web.queries import names, policy_job_history, recent_jobs
 from app.web.templating import flash, render
 
 router = APIRouter(route_class=WebRoute)
@@ -324,6 +324,7 @@ def policy_detail(request: Request, policy_id: int) -> Response:
                 "newest_point": newest,
                 "rpo_missed": rpo_missed,
                 "jobs": recent_jobs(ctx.session, 10, policy_id=policy.id),
+                "history": policy_job_history(ctx.session, policy.id),
                 "schedule": _schedule(policy),
             },
             user=ctx.user,
