@@ -101,7 +101,7 @@ def servers_with_immutable_copy(session: Session) -> int:
         .join(RestorePointCopy, RestorePointCopy.restore_point_id == RestorePoint.id)
         .where(
             RestorePointCopy.connection_id.in_(days),
-            RestorePointCopy.removed_at.is_(None),
+            RestorePointCopy.live,
             RestorePointCopy.created_at > now - timedelta(days=max(days.values())),
             RestorePoint.server_id.is_not(None),
         )

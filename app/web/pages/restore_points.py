@@ -143,7 +143,7 @@ def _grouped_by_server(items: list[RestorePoint], servers: dict[int, str]):
     live copy locations (one badge each) and the bytes the repository copies store."""
     groups: dict[str, list] = {}
     for point in items:
-        live = [c for c in point.copies if c.removed_at is None]
+        live = point.live_copies()
         locations = sorted({c.location for c in live}, key=list(CopyLocation).index)
         stored = sum(c.size_bytes for c in live if c.location == CopyLocation.REPOSITORY)
         name = servers.get(point.server_id, "—") if point.server_id else "—"
