@@ -256,7 +256,8 @@ def _write_images(ctx, repo, driver, manifests, targets, *, fresh: bool) -> None
     for naa, manifest in manifests.items():
         ctx.step("write", f"writing image {manifest.id} onto volume {targets[naa]}")
         with driver.open_volume(targets[naa], write=True) as f:
-            for chunk in repo.read_image(manifest):  # every block checked against its hash
+            # Every block checked against its hash; each written before the next is read.
+            for chunk in repo.read_image(manifest, reuse_buffers=True):
                 ctx.check_cancelled()
                 if fresh and not any(chunk):
                     f.seek(len(chunk), 1)  # a new volume is thin: leave zeros unwritten

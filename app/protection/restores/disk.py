@@ -250,7 +250,7 @@ def _check_disks_unchanged(client: Any, images: list[DiskImage]) -> None:
 def _stream(ctx: JobContext, repo: Any, manifest: Any, before: int, total: int):
     """The image's verified bytes, with progress over the whole job (``before`` bytes done)."""
     done = before
-    for data in repo.read_image(manifest):
+    for data in repo.read_image(manifest, reuse_buffers=True):  # each sent before the next
         ctx.check_cancelled()
         done += len(data)
         ctx.progress(percent=100 * done / max(1, total), bytes_done=done)
