@@ -19,7 +19,7 @@ from email.message import EmailMessage
 from typing import Any
 
 import httpx
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.audit import SYSTEM, record
@@ -37,6 +37,7 @@ from app.db.models import (
 from app.domain.jobs import JobState
 from app.domain.protection import RestorePointStatus, Verification
 from app.domain.rpo import objective_s
+from app.protection.catalog import captures
 from app.security import settings as security_settings
 from app.security.secrets import SecretBox
 from app.security.settings import webhook_refusal
@@ -439,22 +440,7 @@ class Notifier:
         ]
         if not policies:
             return []
-        newest = {
-            (policy_id, server_id, database_id): captured
-            for policy_id, server_id, database_id, captured in session.execute(
-                select(
-                    RestorePoint.policy_id,
-                    RestorePoint.server_id,
-                    RestorePoint.database_id,
-                    func.max(RestorePoint.captured_at),
-                )
-                .where(
-                    RestorePoint.policy_id.in_([p.id for p in policies]),
-                    RestorePoint.status == RestorePointStatus.AVAILABLE,
-                )
-                .group_by(RestorePoint.policy_id, RestorePoint.server_id, RestorePoint.database_id)
-            )
-        }
+        newest = captures.newest(session)
         names = dict(session.execute(select(ExchangeServer.id, ExchangeServer.name)).all())
         out = []
         for policy in policies:

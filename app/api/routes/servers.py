@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, selectinload
 from app.api import API_PREFIX
 from app.api.deps import DbSession, Reader, require
 from app.api.pagination import Page, PageWindow, paginate
-from app.api.problems import conflict, invalid, not_found
+from app.api.problems import conflict, found, invalid, not_found
 from app.api.schemas.servers import (
     DatabaseAdvice,
     DatabaseIn,
@@ -48,10 +48,7 @@ SORTABLE = {"name": ExchangeServer.name, "created_at": ExchangeServer.created_at
 
 
 def get_server(session: Session, server_id: int) -> ExchangeServer:
-    server = session.get(ExchangeServer, server_id)
-    if server is None:
-        raise not_found("Exchange server", server_id)
-    return server
+    return found(session.get(ExchangeServer, server_id), "Exchange server", server_id)
 
 
 def _check_connection(session: Session, connection_id: int | None) -> None:

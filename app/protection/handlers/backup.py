@@ -10,7 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session
 
 from app.adapters import vsphere
 from app.adapters.arrays import ArrayError
@@ -28,6 +28,7 @@ from app.db.models import (
 from app.db.types import utcnow
 from app.domain.jobs import JobKind
 from app.domain.protection import CopyLocation, ProtectionMethod
+from app.inventory.queries import server_vm
 from app.jobs.context import JobContext, JobResult, PermanentError
 from app.jobs.enqueue import enqueue
 from app.jobs.handlers import JobRequest, Requirements, register
@@ -69,14 +70,7 @@ def _strategy(method: ProtectionMethod, services: StrategyServices) -> BackupStr
 
 def _resources(session: Session, server: ExchangeServer) -> list[str]:
     """Host and datastores the target's VM uses, for the engine's per-resource limits."""
-    vm = session.scalar(
-        select(VirtualMachine)
-        .where(
-            VirtualMachine.connection_id == server.connection_id,
-            VirtualMachine.moref == server.vm_moref,
-        )
-        .options(selectinload(VirtualMachine.disks))
-    )
+    vm = server_vm(session, server)
     if vm is None:
         return []
     found = {f"host:{vm.host_moref}"} if vm.host_moref else set()

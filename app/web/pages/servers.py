@@ -33,6 +33,7 @@ from app.db.models import (
     VirtualMachine,
 )
 from app.domain.protection import DatabaseLayout, layout_for_backing
+from app.inventory.queries import server_vm
 from app.protection.catalog.holds import holds_by_point
 from app.security.roles import Permission
 from app.web.context import Ctx, Form, signed_in
@@ -97,16 +98,7 @@ def server_list(request: Request, page: int = 1) -> Response:
 
 def vm_of(ctx: Ctx, server: ExchangeServer) -> VirtualMachine | None:
     """The server's VM as the last inventory sync stored it, with its disks."""
-    if server.connection_id is None or server.vm_moref is None:
-        return None
-    return ctx.session.scalar(
-        select(VirtualMachine)
-        .where(
-            VirtualMachine.connection_id == server.connection_id,
-            VirtualMachine.moref == server.vm_moref,
-        )
-        .options(selectinload(VirtualMachine.disks))
-    )
+    return server_vm(ctx.session, server)
 
 
 def _key(value: int | None) -> str:
