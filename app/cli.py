@@ -82,7 +82,15 @@ def serve(
     logs.configure(settings.log_level, settings.log_format)
     host = host or settings.host
     port = port or settings.port
-    typer.echo(f"Bulwark dashboard: http://{host}:{port}/  (API docs: http://{host}:{port}/docs)")
+    tls = settings.tls_files()
+    scheme = "https" if tls else "http"
+    typer.echo(
+        f"Bulwark dashboard: {scheme}://{host}:{port}/  (API docs: {scheme}://{host}:{port}/docs)"
+    )
+    if tls:
+        from app.tls import fingerprint
+
+        typer.echo(f"certificate fingerprint (agents pin it): {fingerprint(tls[0])}")
     uvicorn.run(
         create_app(settings, background_jobs=True),
         host=host,
@@ -91,6 +99,8 @@ def serve(
         # JSON logs: uvicorn's loggers go through ours instead of its own text format.
         log_config=None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG,
         **proxy_options(settings),
+        ssl_certfile=str(tls[0]) if tls else None,
+        ssl_keyfile=str(tls[1]) if tls else None,
     )
 
 

@@ -46,7 +46,14 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     # The worker `bulwark serve` runs in-process: its name and what it can reach.
     worker_name: str | None = None
-    worker_capabilities: list[str] = ["vcenter", "array", "mail"]
+    worker_capabilities: list[str] = ["vcenter", "array", "mail", "agent"]
+    # HTTPS for `bulwark serve`: "self-signed" (made once under data_dir/tls), "off" (behind a
+    # proxy that terminates TLS), or the operator's own certificate and key files.
+    tls: str = "self-signed"
+    # An agent silent this long fails its task (heartbeats come every few seconds).
+    agent_silent_after_s: float = 60.0
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
     # Outgoing mail for notifications; no host means no e-mail.
     smtp_host: str | None = None
     smtp_port: int = 25
@@ -63,6 +70,23 @@ class Settings(BaseSettings):
     # Alert (with failures) when a repository's disk is this full after a backup.
     repository_full_percent: int = Field(default=90, ge=1, le=100)
     repository_verify_sample: float = Field(default=0.1, gt=0, le=1)
+
+    def tls_files(self) -> tuple[Path, Path] | None:
+        """The certificate and key `bulwark serve` uses (generated when self-signed)."""
+        if self.tls_cert_file and self.tls_key_file:
+            return self.tls_cert_file, self.tls_key_file
+        if self.tls == "off":
+            return None
+        from app.tls import self_signed
+
+        return self_signed(self.data_dir / "tls")
+
+    def tls_cert_path(self) -> Path | None:
+        """The certificate's path if one exists, without generating one."""
+        if self.tls_cert_file:
+            return self.tls_cert_file
+        path = self.data_dir / "tls" / "cert.pem"
+        return path if self.tls != "off" and path.exists() else None
 
     @property
     def effective_database_url(self) -> str:

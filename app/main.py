@@ -14,6 +14,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from app import __version__, bootstrap
 from app.api import openapi, problems
 from app.api.routes import (
+    agent,
     archive,
     arrays,
     audit,
@@ -114,6 +115,8 @@ def create_app(settings: Settings | None = None, *, background_jobs: bool = Fals
         security,
     ):
         app.include_router(module.router)
+    app.include_router(agent.router)
+    app.include_router(agent.admin)
     app.include_router(health.router)
     app.include_router(web.router)
     app.mount("/static", StaticFiles(directory=ROOT / "static"), name="static")

@@ -19,7 +19,7 @@ from email.message import EmailMessage
 from typing import Any
 
 import httpx
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.audit import SYSTEM, record
@@ -37,6 +37,7 @@ from app.db.models import (
 from app.domain.jobs import JobState
 from app.domain.protection import RestorePointStatus, Verification
 from app.domain.rpo import objective_s
+from app.protection.catalog import captures
 from app.security import settings as security_settings
 from app.security.secrets import SecretBox
 from app.security.settings import webhook_refusal
@@ -144,6 +145,7 @@ class Notifier:
             self._rpo_breaches,
             self._damaged_points,
             self._unavailable_points,
+            self._exchange_logs,
             self._full_repositories,
         ):
             try:
@@ -247,6 +249,41 @@ class Notifier:
                         f"{job.kind} job {job.id} failed",
                         text,
                         {"job_id": job.id, "policy": policy.name, "error": job.error},
+                    ),
+                )
+            )
+        return out
+
+    def _exchange_logs(
+        self, session: Session, now: datetime, failures: list | None = None
+    ) -> list[tuple[Policy, Notice]]:
+        """Backups after which Exchange kept its logs, or whose log disk is filling: the
+        databases dismount when it is full, however good the backups are."""
+        rows = session.execute(
+            select(RestorePoint, Policy)
+            .join(Policy, RestorePoint.policy_id == Policy.id)
+            .where(RestorePoint.captured_at >= now - LOOKBACK)
+        ).all()
+        out = []
+        for point, policy in rows:
+            details = point.details or {}
+            warnings = list(details.get("log_warnings") or [])
+            truncation = details.get("truncation")
+            guest = isinstance(truncation, dict) and truncation.get("via") == "guest"
+            if not warnings and guest and not truncation.get("truncated"):
+                warnings.append("Exchange's logs were not truncated after the backup")
+            if not warnings or "failure" not in policy.notify_on:
+                continue
+            text = f"restore point {point.id} of policy '{policy.name}': " + "; ".join(warnings)
+            out.append(
+                (
+                    policy,
+                    Notice(
+                        "exchange.logs",
+                        f"exchange-logs:{point.id}",
+                        f"Exchange logs need attention after restore point {point.id}",
+                        text,
+                        {"restore_point_id": point.id, "policy": policy.name, "warnings": warnings},
                     ),
                 )
             )
@@ -403,22 +440,7 @@ class Notifier:
         ]
         if not policies:
             return []
-        newest = {
-            (policy_id, server_id, database_id): captured
-            for policy_id, server_id, database_id, captured in session.execute(
-                select(
-                    RestorePoint.policy_id,
-                    RestorePoint.server_id,
-                    RestorePoint.database_id,
-                    func.max(RestorePoint.captured_at),
-                )
-                .where(
-                    RestorePoint.policy_id.in_([p.id for p in policies]),
-                    RestorePoint.status == RestorePointStatus.AVAILABLE,
-                )
-                .group_by(RestorePoint.policy_id, RestorePoint.server_id, RestorePoint.database_id)
-            )
-        }
+        newest = captures.newest(session)
         names = dict(session.execute(select(ExchangeServer.id, ExchangeServer.name)).all())
         out = []
         for policy in policies:

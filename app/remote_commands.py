@@ -14,21 +14,34 @@ import httpx
 import typer
 
 URL = typer.Option(
-    "http://127.0.0.1:8080", "--url", envvar="BULWARK_URL", help="The service (BULWARK_URL)"
+    "https://127.0.0.1:8080", "--url", envvar="BULWARK_URL", help="The service (BULWARK_URL)"
 )
 TOKEN = typer.Option(
     ..., "--token", envvar="BULWARK_TOKEN", help="An API token (BULWARK_TOKEN)", show_default=False
 )
 
 
+def _local_certificate() -> str | None:
+    """The self-signed certificate `bulwark serve` made in this data dir, trusted as its own
+    CA (so the commands on the service's host verify it rather than skip verification)."""
+    from app.config import get_settings
+
+    path = get_settings().tls_cert_path()
+    return str(path) if path else None
+
+
 class Api:
     client_factory = httpx.Client
 
     def __init__(self, url: str, token: str):
+        kwargs: dict[str, Any] = {}
+        if url.startswith("https://") and self.client_factory is httpx.Client:
+            kwargs["verify"] = _local_certificate() or True
         self.client = self.client_factory(
             base_url=url.rstrip("/") + "/api/v1",
             headers={"Authorization": f"Bearer {token}"},
             timeout=30,
+            **kwargs,
         )
 
     def _check(self, response: httpx.Response) -> Any:

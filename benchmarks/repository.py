@@ -13,10 +13,12 @@ steps side by side. Needs Debian's ``restic`` and ``borgbackup`` (scripts/system
 installs them). Also the cost of the reuse check (every block carried over checked, size and
 seal, as the first changed-blocks backup after a verify does). Ends with one line ``RESULT
 full_vs_restic=… restore_vs_restic=… restore_vs_borg=… restore_vs_backup=… full_vs_borg=…
-cbt_vs_restic_incremental=… peak_rss_mb=… reuse_check_mibps=… reuse_check_vs_full=…``
+cbt_vs_restic_incremental=… peak_rss_mb=… reuse_check_mibps=… reuse_check_vs_full=…
+restore_cpu_vs_restic=… restore_cpu_vs_backup=…``
 (throughput ratios: higher is better for Bulwark; ``restore_vs_backup`` is Bulwark's restore
 rate over its own full backup's; the check's time as a share of a full backup's: lower is
-better).
+better; ``restore_cpu_vs_*`` compare CPU seconds, which other load on the machine does not
+change as it changes wall time).
 """
 
 from __future__ import annotations
@@ -79,10 +81,23 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def timed(fn):
+def cpu_seconds() -> float:
+    """CPU time of this process and its finished children (restic, borg): what a step cost
+    whatever else the machine runs, unlike its wall time."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+CPU: dict[str, float] = {}  # CPU seconds of the last timed step, by the name it was given
+
+
+def timed(fn, cpu_key: str | None = None):
     os.sync()  # the previous step's writeback must not slow this one down
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), cpu_seconds()
     result = fn()
+    if cpu_key:
+        CPU[cpu_key] = cpu_seconds() - cpu
     return time.perf_counter() - start, result
 
 
@@ -99,7 +114,8 @@ def bulwark(work: Path, image: Path, size: int, regions: int) -> dict[str, float
         repo.save_manifest(m)
         return m
 
-    out["full"], first = timed(backup)
+    out["full"], first = timed(backup, "full")
+    out["full_cpu"] = CPU["full"]
     areas = change(image, regions, 0.02)
     # Each second backup starts from the repository as the full backup left it.
     shutil.copytree(work / "bulwark-repo", work / "bulwark-repo-copy")
@@ -120,10 +136,11 @@ def bulwark(work: Path, image: Path, size: int, regions: int) -> dict[str, float
 
     def restore():
         with open(target, "wb") as fh:
-            for piece in repo.read_image(second):
+            for piece in repo.read_image(second, reuse_buffers=True):
                 fh.write(piece)
 
-    out["restore"], _ = timed(restore)
+    out["restore"], _ = timed(restore, "restore")
+    out["restore_cpu"] = CPU["restore"]
     out["ok"] = float(sha256(target) == sha256(image))
     target.unlink()
     out["stored_mib"] = (
@@ -145,7 +162,8 @@ def restic(work: Path, image: Path, regions: int) -> dict[str, float]:
 
     run("init")
     out: dict[str, float] = {}
-    out["full"], _ = timed(lambda: run("backup", str(image)))
+    out["full"], _ = timed(lambda: run("backup", str(image)), "full")
+    out["full_cpu"] = CPU["full"]
     change(image, regions, 0.02)
     out["second"], _ = timed(lambda: run("backup", str(image)))
     target = work / "restic-restore.raw"
@@ -154,7 +172,8 @@ def restic(work: Path, image: Path, regions: int) -> dict[str, float]:
         with open(target, "wb") as fh:
             run("dump", "latest", str(image), stdout=fh)
 
-    out["restore"], _ = timed(restore)
+    out["restore"], _ = timed(restore, "restore")
+    out["restore_cpu"] = CPU["restore"]
     out["ok"] = float(sha256(target) == sha256(image))
     target.unlink()
     out["stored_mib"] = (
@@ -173,13 +192,14 @@ def borg(work: Path, image: Path, regions: int) -> dict[str, float]:
         "BORG_RELOCATED_REPO_ACCESS_IS_OK": "yes",
     }
 
-    def run(*args, stdout=subprocess.DEVNULL, cwd=None):
-        subprocess.run(["borg", *args], env=env, check=True, stdout=stdout, cwd=cwd)
+    def run(*args, stdout=subprocess.DEVNULL, cwd=None, stderr=None):
+        subprocess.run(["borg", *args], env=env, check=True, stdout=stdout, cwd=cwd, stderr=stderr)
 
-    run("init", "--encryption=repokey-blake2")
+    run("init", "--encryption=repokey-blake2", stderr=subprocess.DEVNULL)  # its key advice
     out: dict[str, float] = {}
     # Relative paths: the archive holds "image.raw", which extract finds again.
-    out["full"], _ = timed(lambda: run("create", "::one", image.name, cwd=image.parent))
+    out["full"], _ = timed(lambda: run("create", "::one", image.name, cwd=image.parent), "full")
+    out["full_cpu"] = CPU["full"]
     change(image, regions, 0.02)
     out["second"], _ = timed(lambda: run("create", "::two", image.name, cwd=image.parent))
     target = work / "borg-restore.raw"
@@ -188,7 +208,8 @@ def borg(work: Path, image: Path, regions: int) -> dict[str, float]:
         with open(target, "wb") as fh:
             run("extract", "--stdout", "::two", image.name, stdout=fh)
 
-    out["restore"], _ = timed(restore)
+    out["restore"], _ = timed(restore, "restore")
+    out["restore_cpu"] = CPU["restore"]
     out["ok"] = float(sha256(target) == sha256(image))
     target.unlink()
     out["stored_mib"] = (
@@ -265,6 +286,13 @@ def main() -> None:
         "(target >= 0.80), "
         f"{r['restore'] / b['restore']:.2f}x restic's (target >= 2)"
     )
+    print(
+        "CPU seconds (this process and its children; steady whatever else the machine runs): "
+        f"full backup bulwark {b['full_cpu']:.1f}, restic {r['full_cpu']:.1f}, "
+        f"borg {g['full_cpu']:.1f}; restore bulwark {b['restore_cpu']:.1f}, "
+        f"restic {r['restore_cpu']:.1f}, borg {g['restore_cpu']:.1f}; bulwark's restore costs "
+        f"{b['restore_cpu'] / b['full_cpu']:.2f}x its backup's CPU"
+    )
     check_rate = mbps(b["check_all"], b["checked_mib"] * MiB)
     print(
         f"reuse check of every stored block ({b['checked_mib']:.0f} MiB, the first CBT backup "
@@ -281,7 +309,9 @@ def main() -> None:
         f"cbt_vs_restic_incremental={r['second'] / b['second_cbt']:.2f} "
         f"peak_rss_mb={peak_rss_mb:.0f} "
         f"reuse_check_mibps={check_rate:.0f} "
-        f"reuse_check_vs_full={b['check_all'] / b['full']:.2f}"
+        f"reuse_check_vs_full={b['check_all'] / b['full']:.2f} "
+        f"restore_cpu_vs_restic={r['restore_cpu'] / b['restore_cpu']:.2f} "
+        f"restore_cpu_vs_backup={b['full_cpu'] / b['restore_cpu']:.2f}"
     )
 
 

@@ -74,11 +74,12 @@ def test_serve_with_nothing_configured_uses_sqlite_under_the_data_dir(tmp_path: 
         text=True,
     )
     try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
+        # HTTPS with a self-signed certificate made on first start (agents pin it).
+        base = f"https://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                if httpx.get(f"{base}/readyz", timeout=1, verify=False).status_code == 200:
                     break
             except httpx.HTTPError:
                 time.sleep(0.2)
@@ -86,7 +87,8 @@ def test_serve_with_nothing_configured_uses_sqlite_under_the_data_dir(tmp_path: 
             raise AssertionError("bulwark serve did not become ready")
         assert (tmp_path / "data" / "bulwark.db").exists()
         assert (tmp_path / "data" / "secret.key").stat().st_mode & 0o777 == 0o600
-        assert httpx.get(f"{base}/api/v1/me").status_code == 401
+        assert (tmp_path / "data" / "tls" / "key.pem").stat().st_mode & 0o777 == 0o600
+        assert httpx.get(f"{base}/api/v1/me", verify=False).status_code == 401
         # The first admin exists: give it a token from the same data dir and ask who it is.
         token = subprocess.run(
             [*BULWARK, "token", "create", "admin", "--name", "t"],
@@ -96,12 +98,15 @@ def test_serve_with_nothing_configured_uses_sqlite_under_the_data_dir(tmp_path: 
             text=True,
             check=True,
         ).stdout.strip()
-        me = httpx.get(f"{base}/api/v1/me", headers={"Authorization": f"Bearer {token}"})
+        me = httpx.get(
+            f"{base}/api/v1/me", headers={"Authorization": f"Bearer {token}"}, verify=False
+        )
         assert me.status_code == 200 and me.json()["role"] == "admin"
     finally:
         proc.terminate()
         output = proc.communicate(timeout=20)[0]
-    assert f"http://127.0.0.1:{port}/" in output
+    assert f"https://127.0.0.1:{port}/" in output
+    assert "certificate fingerprint (agents pin it): sha256:" in output
     # The schema came from Alembic, not create_all.
     import sqlite3
 

@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from aiosmtpd.controller import Controller
+from sqlalchemy import select
 
 from app.db.models import Job, Policy, PolicyTarget, RestorePoint
 from app.db.types import utcnow
@@ -215,3 +216,32 @@ def test_a_cron_policy_breaches_when_its_schedule_gap_has_passed(
 
     with runtime.db.session() as session:
         assert notifier.sweep(session, captured + timedelta(hours=8)) == 0  # already told
+
+
+def test_logs_kept_after_a_backup_are_notified_once(app, client, admin, settings, webhook):
+    url, hooks = webhook
+    policy_id = _setup(app, client, admin, url)
+    runtime = app.state.runtime
+    notifier = Notifier(settings, runtime.secrets)
+    with runtime.db.session() as session:
+        server_id = (
+            session.scalar(select(Policy).where(Policy.id == policy_id)).targets[0].server_id
+        )
+        for details in (
+            {"log_warnings": ["the log disk is 91% full; Exchange dismounts its databases"]},
+            {"truncation": {"via": "guest", "truncated": True}},  # fine: nothing to say
+        ):
+            session.add(
+                RestorePoint(
+                    policy_id=policy_id,
+                    server_id=server_id,
+                    method=ProtectionMethod.AGENT_STREAM,
+                    consistency=Consistency.HOT_APPLICATION,
+                    details=details,
+                )
+            )
+    with runtime.db.session() as session:
+        assert notifier.sweep(session, utcnow()) == 1
+        assert notifier.sweep(session, utcnow()) == 0
+    (body,) = [json.loads(b) for _, b in hooks]
+    assert body["event"] == "exchange.logs" and "91% full" in body["warnings"][0]

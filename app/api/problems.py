@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from http import HTTPStatus
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -14,6 +14,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
+
+T = TypeVar("T")
 
 
 class Problem(Exception):
@@ -40,6 +42,13 @@ class Problem(Exception):
 
 def not_found(what: str, ident: object) -> Problem:
     return Problem(404, f"{what} {ident} does not exist", type_="/problems/not-found")
+
+
+def found(row: T | None, what: str, ident: object) -> T:
+    """``row`` (a ``session.get``), or the not-found problem when there is none."""
+    if row is None:
+        raise not_found(what, ident)
+    return row
 
 
 def conflict(detail: str) -> Problem:

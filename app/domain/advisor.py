@@ -70,11 +70,17 @@ def advise(
     declarations: Iterable[Declaration],
     layout: DatabaseLayout,
     log_layout: DatabaseLayout | None = None,
+    unavailable: dict[str, str] | None = None,
 ) -> list[Option]:
-    """``log_layout``: the backing of the database's log disk when it is a disk of its own."""
+    """``log_layout``: the backing of the database's log disk when it is a disk of its own.
+    ``unavailable``: methods that would fit but cannot run here now (no agent enrolled or
+    online), with what to do about it."""
     options = []
+    unavailable = unavailable or {}
     for d in declarations:
         logs = log_disk_problem(d, layout, log_layout) if layout in d.reaches else None
+        if logs is None and layout in d.reaches and d.method.value in unavailable:
+            logs = unavailable[d.method.value]
         reaches = sorted(
             _reaches(d, layout, log_layout) if logs is None else (),
             key=lambda r: CONSISTENCY_ORDER.index(r.consistency),

@@ -31,10 +31,14 @@ RESTORE = frozenset(
         "folder",
         "resource_pool",
         "network",
+        # agent restores (app.protection.restores.agent): where, and to which log generation
+        "path",
+        "upto_generation",
     }
 )
 CLIENT_PARAMS: dict[JobKind, frozenset[str]] = {
-    JobKind.BACKUP: frozenset(),
+    # ``full``: an agent stream backup taken as a full rather than an incremental.
+    JobKind.BACKUP: frozenset({"full"}),
     JobKind.SYNC: frozenset(),
     JobKind.EXPIRE: frozenset(),
     JobKind.COPY: frozenset({"target_repository_id", "restore_point_id"}),

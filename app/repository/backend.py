@@ -172,6 +172,22 @@ class FilesystemStore:
         except FileNotFoundError:
             raise ObjectMissing(key) from None
 
+    def get_into(self, key: str, buf: bytearray) -> int:
+        """Read the object into ``buf``; its size, or -1 when it does not fit (``buf`` then
+        holds only its start). Restores read blocks into reused buffers, not fresh ones."""
+        try:
+            fh = open(self._path(key), "rb", buffering=0)  # noqa: SIM115 - closed below
+        except FileNotFoundError:
+            raise ObjectMissing(key) from None
+        with fh:
+            view, got = memoryview(buf), 0
+            while got < len(view):
+                n = fh.readinto(view[got:])
+                if not n:
+                    return got
+                got += n
+            return -1 if fh.read(1) else got
+
     def get_range(self, key: str, offset: int, length: int) -> bytes:
         """``length`` bytes from ``offset`` (fewer only if the object is shorter)."""
         try:

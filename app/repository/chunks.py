@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Iterable
+from typing import Any
 
 import blake3
 
@@ -51,6 +53,7 @@ class ChunkStore:
         self._digest_key = keys.digest_key if keys else None
         self.packs = PackIndex(store)
         self._open_pack = PackWriter(store, self.packs)
+        self._local = threading.local()  # each reading thread's buffer for stored bytes
 
     def digest(self, data: bytes) -> str:
         if self._digest_key is not None:
@@ -144,6 +147,31 @@ class ChunkStore:
             raise ChunkDamaged(digest, "missing from the repository")
         try:
             data = self.codec.open(stored, digest)
+        except SealBroken as exc:
+            raise ChunkDamaged(digest, str(exc)) from None
+        if self.digest(data) != digest:
+            raise ChunkDamaged(digest, "its content does not match its hash")
+        return data
+
+    def load_into(self, digest: str, out: bytearray) -> memoryview:
+        """:meth:`load` into ``out`` (a block plus ``OPEN_SLACK``), allocating nothing per
+        block where the store reads into a buffer: the plain data as a view of ``out``."""
+        stored: Any = None
+        get_into = getattr(self.store, "get_into", None)
+        if get_into is not None and self.packs.locate(digest) is None:
+            inbuf = getattr(self._local, "inbuf", None)
+            if inbuf is None or len(inbuf) < len(out) + 4096:
+                inbuf = self._local.inbuf = bytearray(len(out) + 4096)
+            with contextlib.suppress(ObjectMissing):  # missing: the plain path looks again
+                got = get_into(chunk_key(digest), inbuf)
+                if got >= 0:
+                    stored = memoryview(inbuf)[:got]
+        if stored is None:
+            stored = self._stored_bytes(digest)
+        if stored is None:
+            raise ChunkDamaged(digest, "missing from the repository")
+        try:
+            data = self.codec.open_into(stored, digest, out)
         except SealBroken as exc:
             raise ChunkDamaged(digest, str(exc)) from None
         if self.digest(data) != digest:

@@ -30,6 +30,9 @@ ZSTD_LEVEL = 1  # fast; disk images are mostly zero, random or text-like regions
 # call; building a Cipher costs more than encrypting a small message. Larger objects (disk
 # blocks) go through a per-thread buffer instead of a fresh allocation each.
 _SMALL = 256 * 1024
+OPEN_SLACK = 64
+"""Bytes beyond the plain size that :meth:`Codec.open_into` needs in its buffer (AES
+``update_into`` wants up to a cipher block more than it writes)."""
 
 
 class SealBroken(Exception):  # noqa: N818
@@ -130,6 +133,72 @@ class Codec:
             except zstandard.ZstdError as exc:
                 raise SealBroken(f"zstd: {exc}") from exc
         return bytes(body)
+
+    def open_into(self, stored, name: str, out: bytearray) -> memoryview:
+        """Open ``stored`` into ``out``, without allocating: the plain data as a view of
+        ``out``, which must hold the plain data plus :data:`OPEN_SLACK` bytes. A restore
+        reads ahead into a bounded pool of such buffers instead of a fresh block each."""
+        view = memoryview(stored)
+        flags, body = view[0], view[1:]
+        if flags & ~(COMPRESSED | ENCRYPTED):
+            raise SealBroken(f"unknown flags {flags:#x}")
+        if flags & ENCRYPTED:
+            if self.keys is None:
+                raise SealBroken("object is encrypted but the repository has no key")
+            if len(body) < _NONCE + 16:
+                raise SealBroken("too short")
+            if len(body) <= _SMALL + _NONCE + 16:  # small: one AESGCM call, then as below
+                try:
+                    body = memoryview(
+                        self.keys.aead.decrypt(body[:_NONCE], body[_NONCE:], name.encode())
+                    )
+                except InvalidTag as exc:
+                    raise SealBroken("authentication failed") from exc
+                return self._plain_into(body, flags, out)
+            nonce, tag = bytes(body[:_NONCE]), bytes(body[-16:])
+            decryptor = Cipher(
+                algorithms.AES(self.keys.chunk_key), modes.GCM(nonce, tag)
+            ).decryptor()
+            decryptor.authenticate_additional_data(name.encode())
+            # Compressed: the ciphertext opens into this thread's scratch, zstd reads it from
+            # there into ``out``; stored as is: straight into ``out``.
+            target = self._buffer(len(body)) if flags & COMPRESSED else out
+            if len(target) < len(body) - _NONCE - 16 + OPEN_SLACK:
+                raise SealBroken("larger than the buffer it opens into")
+            n = decryptor.update_into(body[_NONCE:-16], target)
+            try:
+                decryptor.finalize()
+            except InvalidTag as exc:
+                raise SealBroken("authentication failed") from exc
+            body = memoryview(target)[:n]
+            if not flags & COMPRESSED:
+                return body
+        elif self.keys is not None:
+            raise SealBroken("object is not encrypted in an encrypted repository")
+        return self._plain_into(body, flags, out)
+
+    def _plain_into(self, body: memoryview, flags: int, out: bytearray) -> memoryview:
+        result = memoryview(out)
+        if not flags & COMPRESSED:
+            if len(body) > len(out):
+                raise SealBroken("larger than the buffer it opens into")
+            out[: len(body)] = body
+            return result[: len(body)]
+        reader = self._decompressor().stream_reader(body, read_across_frames=False)
+        done = 0
+        try:
+            while done < len(out):
+                got = reader.readinto(result[done:])
+                if not got:
+                    break
+                done += got
+            if done == len(out) and reader.read(1):
+                raise SealBroken("larger than the buffer it opens into")
+        except zstandard.ZstdError as exc:
+            raise SealBroken(f"zstd: {exc}") from exc
+        # A truncated or altered frame that still decodes gives other bytes: the caller's
+        # digest check refuses them.
+        return result[:done]
 
     def _open_large(self, body: memoryview, flags: int, name: str):
         """Decrypt a large object without a fresh allocation when it is compressed (the

@@ -14,9 +14,11 @@ import collections
 import secrets
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 from app.repository.backend import ObjectMissing
 from app.repository.chunks import WORKERS, ChunkStore, threads_for
+from app.repository.codec import OPEN_SLACK
 from app.repository.errors import ChunkDamaged, RepositoryError
 from app.repository.manifest import Manifest, decode_manifest, manifest_key, zero_block
 
@@ -37,9 +39,23 @@ class ImageReader:
         return sorted(k.removeprefix("manifests/") for k in self.store.list("manifests/"))
 
     def read_image(
-        self, manifest: Manifest, offset: int = 0, length: int | None = None
+        self,
+        manifest: Manifest,
+        offset: int = 0,
+        length: int | None = None,
+        *,
+        reuse_buffers: bool = False,
     ) -> Iterator[bytes]:
-        """The image's bytes from ``offset``; every block is checked against its digest."""
+        """The image's bytes from ``offset``; every block is checked against its digest.
+
+        Blocks are read, checked, decrypted and decompressed ahead of the caller on a thread
+        pool (twice as many in flight as threads: the cores stay busy while the caller
+        writes), so memory stays bounded. ``reuse_buffers``: pieces are views of a fixed pool
+        of block buffers, each valid only until the next piece is asked for; that spares two
+        block allocations (and their page faults) per block. For callers that write each
+        piece before asking for the next (a restore's ``/folder`` PUT, a file, a volume),
+        never for ones that keep pieces.
+        """
         size = manifest.size
         if offset < 0 or offset > size:
             raise ValueError(f"offset {offset} is outside the image (size {size})")
@@ -48,15 +64,24 @@ class ImageReader:
             return
         bs = manifest.block_size
         first, last = offset // bs, (end - 1) // bs
+        threads = threads_for(self.chunks.store)
+        depth = 2 * threads
+        free: collections.deque[bytearray] = collections.deque()
+        if reuse_buffers:
+            # One per block in flight and one for the piece the caller holds.
+            free.extend(bytearray(bs + OPEN_SLACK) for _ in range(depth + 1))
 
-        def fetch(index: int) -> bytes:
+        def fetch(index: int, out: bytearray | None) -> Any:
             digest = manifest.blocks[index]
             want = manifest.block_length(index)
             if digest is None:
                 zero = zero_block(manifest.block_size)
                 return zero if want == len(zero) else bytes(want)
             try:
-                data = self.chunks.load(digest)
+                if out is None:
+                    data = self.chunks.load(digest)
+                else:
+                    data = self.chunks.load_into(digest, out)
             except ChunkDamaged as exc:
                 raise ChunkDamaged(
                     digest, exc.reason, index=index, manifest_id=manifest.id
@@ -70,28 +95,37 @@ class ImageReader:
                 )
             return data
 
-        threads = threads_for(self.chunks.store)
         with ThreadPoolExecutor(threads, thread_name_prefix="repo-read") as pool:
-            pending: collections.deque[Future] = collections.deque()
+            pending: collections.deque[tuple[Future, bytearray | None]] = collections.deque()
             indexes = iter(range(first, last + 1))
+
+            def submit(index: int) -> None:
+                out = free.popleft() if reuse_buffers else None
+                pending.append((pool.submit(fetch, index, out), out))
+
             try:
                 for index in indexes:
-                    pending.append(pool.submit(fetch, index))
-                    if len(pending) >= 2 * threads:
+                    submit(index)
+                    if len(pending) >= depth:
                         break
                 current = first
+                held: bytearray | None = None  # the buffer of the piece the caller has
                 while pending:
-                    data = pending.popleft().result()
+                    future, out = pending.popleft()
+                    data = future.result()
+                    if held is not None:
+                        free.append(held)  # the caller asked for more: done with the last
+                    held = out
                     nxt = next(indexes, None)
                     if nxt is not None:
-                        pending.append(pool.submit(fetch, nxt))
+                        submit(nxt)
                     start = current * bs
                     lo = max(offset, start) - start
                     hi = min(end, start + len(data)) - start
                     yield data if (lo == 0 and hi == len(data)) else data[lo:hi]
                     current += 1
             finally:
-                for fut in pending:
+                for fut, _out in pending:
                     fut.cancel()
 
     def verify_image(

@@ -147,9 +147,14 @@ class Repository:
         return locked_until(self.store, manifest_key(manifest_id))
 
     def read_image(
-        self, manifest: Manifest, offset: int = 0, length: int | None = None
+        self,
+        manifest: Manifest,
+        offset: int = 0,
+        length: int | None = None,
+        *,
+        reuse_buffers: bool = False,
     ) -> Iterator[bytes]:
-        return self._reader.read_image(manifest, offset, length)
+        return self._reader.read_image(manifest, offset, length, reuse_buffers=reuse_buffers)
 
     def verify_image(
         self,

@@ -10,6 +10,8 @@ small limit. A route that takes more (an upload) says so with :func:`allow_body`
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -25,6 +27,14 @@ DEFAULT_LIMIT = 1 << 20  # 1 MiB: far above any JSON document or form this servi
 PUBLIC: dict[str, int] = {"/login": 16 << 10}
 # Path prefixes that take larger bodies (longest prefix wins).
 LARGER: dict[str, int] = {}
+# Path prefixes whose callers another credential identifies (the in-guest agent's): there
+# it alone counts, never a user's token or session.
+IDENTIFIERS: dict[str, Callable[[Request, Any], bool]] = {}
+
+
+def identify_under(prefix: str, identified: Callable[[Request, Any], bool]) -> None:
+    """Under ``prefix``, ``identified(request, session)`` says whether the caller is known."""
+    IDENTIFIERS[prefix] = identified
 
 
 def allow_body(prefix: str, limit: int) -> None:
@@ -72,6 +82,10 @@ class RequestGuard:
     def _identified(self, scope: Scope) -> bool:
         from app.api.deps import credentials
 
+        for prefix, identified in IDENTIFIERS.items():
+            if scope["path"].startswith(prefix):
+                with self.runtime.db.session() as session:
+                    return identified(Request(scope), session)
         with self.runtime.db.session() as session:
             try:
                 credentials(Request(scope), session)

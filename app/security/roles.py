@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from app.domain.roles import Role
 
-class Role(StrEnum):
-    ADMIN = "admin"
-    OPERATOR = "operator"
-    RESTORE_OPERATOR = "restore-operator"
-    AUDITOR = "auditor"
+__all__ = ["ROLE_PERMISSIONS", "Permission", "Role", "role_allows"]
 
 
 class Permission(StrEnum):

@@ -25,7 +25,6 @@ import time
 from typing import Any
 
 from app.adapters import arrays
-from app.domain.jobs import EventLevel
 from app.domain.protection import CopyLocation, ProtectionMethod
 from app.jobs.context import PermanentError
 from app.strategies import images, quiesce
@@ -220,18 +219,8 @@ class ArraySnapshot(BackupStrategy):
 
     # -- cleanup ----------------------------------------------------------------------------
     def cleanup(self, ctx: StepContext, leftovers: list[dict[str, Any]]) -> None:
-        # Each leftover on its own; what could not be cleaned stays recorded for the next try.
-        failures = []
-        for item in leftovers:
-            try:
-                self._clean_one(ctx, item)
-            except Exception as exc:  # noqa: BLE001 - kept as a leftover, retried next time
-                failures.append(f"{item['kind']}: {exc}")
-                ctx.event(f"could not clean up {item['kind']}: {exc}", EventLevel.ERROR, "cleanup")
-                continue
-            ctx.remove_leftover(item)
-        if failures:
-            raise ArrayBackupError("; ".join(failures))
+        # Any failure is kept as a leftover and retried next time.
+        self.clean_each(ctx, leftovers, self._clean_one, catch=Exception, error=ArrayBackupError)
 
     def _clean_one(self, ctx: StepContext, item: dict[str, Any]) -> None:
         kind = item.get("kind")

@@ -252,6 +252,32 @@ class BackupStrategy(ABC):
     def cleanup(self, ctx: StepContext, leftovers: list[dict[str, Any]]) -> None:
         """Remove what an interrupted run left behind. Idempotent."""
 
+    def clean_each(
+        self,
+        ctx: StepContext,
+        leftovers: list[dict[str, Any]],
+        clean: Callable[[StepContext, dict[str, Any]], None],
+        *,
+        catch: type[Exception] | tuple[type[Exception], ...],
+        error: Callable[[str], Exception],
+    ) -> None:
+        """Clean each leftover on its own: one that fails again must not keep the others (an
+        orphan snapshot) in place. What could not be cleaned stays recorded for the next
+        try, and ``error`` of all the reasons is raised at the end."""
+        failures = []
+        for item in leftovers:
+            try:
+                clean(ctx, item)
+            except catch as exc:
+                failures.append(f"{item.get('kind')}: {exc}")
+                ctx.event(
+                    f"could not clean up {item.get('kind')}: {exc}", EventLevel.ERROR, "cleanup"
+                )
+                continue
+            ctx.remove_leftover(item)
+        if failures:
+            raise error("; ".join(failures))
+
     def run(self, run: BackupRun) -> None:
         ctx = run.ctx
         if run.quiescer is None:

@@ -17,7 +17,6 @@ import contextlib
 from typing import Any
 
 from app.adapters import vsphere
-from app.domain.jobs import EventLevel
 from app.domain.protection import CopyLocation
 from app.strategies import quiesce
 from app.strategies.base import BackupRun, BackupStrategy, CopyMade, PrimaryCopy, StepContext
@@ -78,21 +77,9 @@ class VmSnapshot(BackupStrategy):
 
     # -- cleanup ----------------------------------------------------------------------------
     def cleanup(self, ctx: StepContext, leftovers: list[dict[str, Any]]) -> None:
-        # Each leftover on its own: a post-snapshot script that fails again must not keep an
-        # orphan snapshot in vCenter. What could not be cleaned stays recorded for the next try.
-        failures = []
-        for item in leftovers:
-            try:
-                self._clean_one(ctx, item)
-            except vsphere.VSphereError as exc:
-                failures.append(f"{item.get('kind')}: {exc}")
-                ctx.event(
-                    f"could not clean up {item.get('kind')}: {exc}", EventLevel.ERROR, "cleanup"
-                )
-                continue
-            ctx.remove_leftover(item)
-        if failures:
-            raise vsphere.VSphereError("; ".join(failures))
+        self.clean_each(
+            ctx, leftovers, self._clean_one, catch=vsphere.VSphereError, error=vsphere.VSphereError
+        )
 
     def _clean_one(self, ctx: StepContext, item: dict[str, Any]) -> None:
         if item["kind"] != "vm_snapshot":

@@ -101,7 +101,7 @@ def servers_with_immutable_copy(session: Session) -> int:
         .join(RestorePointCopy, RestorePointCopy.restore_point_id == RestorePoint.id)
         .where(
             RestorePointCopy.connection_id.in_(days),
-            RestorePointCopy.removed_at.is_(None),
+            RestorePointCopy.live,
             RestorePointCopy.created_at > now - timedelta(days=max(days.values())),
             RestorePoint.server_id.is_not(None),
         )
@@ -169,8 +169,9 @@ def child_jobs(session: Session, job: Job) -> list[Any]:
 
 def revertible(point: RestorePoint) -> bool:
     """A VM can be reverted to the restore point: it is available and its VM snapshot is live."""
-    return point.status == RestorePointStatus.AVAILABLE and any(
-        c.location == CopyLocation.VM_SNAPSHOT and c.removed_at is None for c in point.copies
+    return (
+        point.status == RestorePointStatus.AVAILABLE
+        and point.live_copy(CopyLocation.VM_SNAPSHOT) is not None
     )
 
 

@@ -194,6 +194,17 @@ def test_advice_and_policies_look_at_the_log_disk(app, client, admin):
     options = {o["method"]: o for o in advice["databases"][0]["options"]}
     assert not options["vmfs_snapshot"]["applies"]
     assert "logs are on a physical-mode RDM" in options["vmfs_snapshot"]["reason"]
+    # The agent stream fits the layout, but only once an agent is enrolled and online.
+    assert not options["agent_stream"]["applies"]
+    assert "no agent is enrolled on EXCH-MBX01" in options["agent_stream"]["reason"]
+    code = client.post(f"/api/v1/servers/{server['id']}/agent/enrollments", headers=admin)
+    assert code.status_code == 201, code.text
+    enrolled = client.post("/api/v1/agent/enroll", json={"code": code.json()["code"]})
+    assert enrolled.status_code == 200, enrolled.text
+    again = client.post("/api/v1/agent/enroll", json={"code": code.json()["code"]})
+    assert again.status_code == 401  # one time only
+    advice = client.get(f"/api/v1/servers/{server['id']}/advice", headers=admin).json()
+    options = {o["method"]: o for o in advice["databases"][0]["options"]}
     assert options["agent_stream"]["applies"]
     r = client.post(
         "/api/v1/policies",

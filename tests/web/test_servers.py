@@ -264,3 +264,19 @@ def _db_id(app, server_id: int, name: str) -> int:
                 ExchangeDatabase.server_id == server_id, ExchangeDatabase.name == name
             )
         )
+
+
+def test_the_page_creates_an_enrollment_code_and_shows_the_agent(admin_client, server):
+    html = admin_client.get(f"/servers/{server}").text
+    assert "No agent is enrolled" in html and "Create an enrollment code" in html
+    token = form_token(admin_client, f"/servers/{server}")
+    page = admin_client.post(f"/servers/{server}/agent/enroll", data={"csrf_token": token})
+    assert page.status_code == 200
+    code = re.search(r"One-time code <strong><code>([0-9A-F-]+)</code>", page.text).group(1)
+    assert "bulwark agent enroll --url https://" in page.text and f"--code {code}" in page.text
+    enrolled = admin_client.post(
+        "/api/v1/agent/enroll", json={"code": code, "hostname": "mbx01", "version": "0.1.0"}
+    )
+    assert enrolled.status_code == 200
+    html = admin_client.get(f"/servers/{server}").text
+    assert "Online" in html and "mbx01" in html and "0.1.0" in html

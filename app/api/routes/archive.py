@@ -15,7 +15,7 @@ from app.api import API_PREFIX
 from app.api.deps import DbSession, Reader, require, runtime
 from app.api.downloads import attachment
 from app.api.mail import exporter, queue_mail_restore, stream_export
-from app.api.problems import Problem, conflict, invalid, not_found
+from app.api.problems import Problem, conflict, found, invalid
 from app.api.schemas.catalog import LegalHoldOut
 from app.api.schemas.mailboxes import ArchiveRestoreCreate, JobQueued, SearchHoldCreate, SearchOut
 from app.audit import record
@@ -97,9 +97,7 @@ def export(
 
 @router.get("/messages/{message_id}/eml", summary="Download one archived message")
 def message_eml(message_id: int, session: DbSession, request: Request, principal=Depends(exporter)):
-    msg = session.get(ArchiveMessage, message_id)
-    if msg is None:
-        raise not_found("archived message", message_id)
+    msg = found(session.get(ArchiveMessage, message_id), "archived message", message_id)
     try:
         repo = open_repository(
             session, msg.repository_id, root_key=runtime(request).settings.root_key()

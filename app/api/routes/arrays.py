@@ -11,7 +11,7 @@ from sqlalchemy import select
 from app.adapters import arrays
 from app.api import API_PREFIX
 from app.api.deps import DbSession, Reader, require
-from app.api.problems import Problem, invalid, not_found
+from app.api.problems import Problem, found, invalid
 from app.api.schemas.arrays import (
     ArrayCapabilitiesOut,
     ArraySnapshotOut,
@@ -30,9 +30,7 @@ router = APIRouter(prefix=API_PREFIX + "/arrays", tags=["arrays"])
 
 
 def get_array(session, connection_id: int) -> Connection:
-    conn = session.get(Connection, connection_id)
-    if conn is None:
-        raise not_found("connection", connection_id)
+    conn = found(session.get(Connection, connection_id), "connection", connection_id)
     if conn.kind != ConnectionKind.ARRAY:
         raise invalid(f"connection '{conn.name}' is a {conn.kind}, not a storage array")
     return conn

@@ -9,7 +9,7 @@ from app.adapters import vsphere
 from app.api import API_PREFIX
 from app.api.deps import DbSession, Reader, require, runtime
 from app.api.pagination import Page, PageWindow, paginate
-from app.api.problems import Problem, conflict, invalid, not_found
+from app.api.problems import Problem, conflict, found, invalid
 from app.api.schemas.common import normalise_thumbprint
 from app.api.schemas.connections import (
     ConnectionCreate,
@@ -35,10 +35,7 @@ SORTABLE = {
 
 
 def get_connection(session, connection_id: int) -> Connection:
-    conn = session.get(Connection, connection_id)
-    if conn is None:
-        raise not_found("connection", connection_id)
-    return conn
+    return found(session.get(Connection, connection_id), "connection", connection_id)
 
 
 def _name_taken(session, name: str, except_id: int | None = None) -> None:

@@ -16,7 +16,7 @@ from pydantic import Field
 from app.api import API_PREFIX
 from app.api.deps import DbSession, require, runtime
 from app.api.downloads import attachment, octets
-from app.api.problems import Problem, conflict, invalid, not_found
+from app.api.problems import Problem, conflict, found, invalid
 from app.api.schemas.common import Input
 from app.api.schemas.jobs import JobOut
 from app.audit import record
@@ -47,10 +47,7 @@ class DiskRestore(Input):
 
 
 def _point(session, point_id: int) -> RestorePoint:
-    point = session.get(RestorePoint, point_id)
-    if point is None:
-        raise not_found("restore point", point_id)
-    return point
+    return found(session.get(RestorePoint, point_id), "restore point", point_id)
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:

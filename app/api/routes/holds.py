@@ -8,7 +8,7 @@ from sqlalchemy import select
 from app.api import API_PREFIX
 from app.api.deps import DbSession, Reader, require
 from app.api.pagination import Page, PageWindow, paginate
-from app.api.problems import conflict, invalid, not_found
+from app.api.problems import conflict, found, invalid
 from app.api.schemas.catalog import LegalHoldCreate, LegalHoldOut
 from app.audit import record
 from app.db.models import ExchangeServer, LegalHold, RestorePoint
@@ -64,17 +64,12 @@ def create_hold(body: LegalHoldCreate, session: DbSession, principal=Holder):
 
 @router.get("/{hold_id}", response_model=LegalHoldOut, summary="Read a legal hold")
 def read_hold(hold_id: int, session: DbSession, _: Reader):
-    hold = session.get(LegalHold, hold_id)
-    if hold is None:
-        raise not_found("legal hold", hold_id)
-    return hold
+    return found(session.get(LegalHold, hold_id), "legal hold", hold_id)
 
 
 @router.post("/{hold_id}/release", response_model=LegalHoldOut, summary="Release a legal hold")
 def release_hold(hold_id: int, session: DbSession, principal=Holder):
-    hold = session.get(LegalHold, hold_id)
-    if hold is None:
-        raise not_found("legal hold", hold_id)
+    hold = found(session.get(LegalHold, hold_id), "legal hold", hold_id)
     if hold.released_at is not None:
         raise conflict(f"legal hold '{hold.name}' was already released")
     hold.released_at = utcnow()

@@ -9,7 +9,7 @@ from sqlalchemy.orm import selectinload
 from app.api import API_PREFIX
 from app.api.deps import DbSession, Reader
 from app.api.pagination import Page, PageWindow, paginate
-from app.api.problems import not_found
+from app.api.problems import found
 from app.api.schemas.inventory import DatastoreOut, HostOut, VmOut
 from app.db.models import Datastore, ExchangeServer, Host, VirtualDisk, VirtualMachine
 
@@ -62,10 +62,7 @@ def list_vms(
 
 @router.get("/vms/{vm_id}", response_model=VmOut, summary="Read a virtual machine")
 def read_vm(vm_id: int, session: DbSession, _: Reader):
-    vm = session.get(VirtualMachine, vm_id)
-    if vm is None:
-        raise not_found("virtual machine", vm_id)
-    return vm
+    return found(session.get(VirtualMachine, vm_id), "virtual machine", vm_id)
 
 
 @router.get("/datastores", response_model=Page[DatastoreOut], summary="List datastores")

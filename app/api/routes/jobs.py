@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, selectinload
 from app.api import API_PREFIX
 from app.api.deps import DbSession, Reader, require
 from app.api.pagination import Page, PageWindow, paginate
-from app.api.problems import Problem, conflict, invalid, not_found
+from app.api.problems import Problem, conflict, found, invalid, not_found
 from app.api.schemas.jobs import JobCreate, JobDetail, JobOut, ProxyOut
 from app.audit import record
 from app.db.models import (
@@ -42,10 +42,7 @@ SORTABLE = {
 
 
 def get_job(session: Session, job_id: int) -> Job:
-    job = session.get(Job, job_id)
-    if job is None:
-        raise not_found("job", job_id)
-    return job
+    return found(session.get(Job, job_id), "job", job_id)
 
 
 @router.get("/jobs", response_model=Page[JobOut], summary="List jobs")

@@ -11,7 +11,7 @@ from app.api import API_PREFIX
 from app.api.deps import DbSession, Reader, require
 from app.api.mail import exporter, queue_mail_restore, stream_export
 from app.api.pagination import Page, PageWindow, paginate
-from app.api.problems import Problem, invalid, not_found
+from app.api.problems import Problem, found, invalid, not_found
 from app.api.schemas.mailboxes import (
     FolderOut,
     JobQueued,
@@ -35,10 +35,7 @@ SORTABLE = {
 
 
 def _point(session, point_id: int) -> MailboxRestorePoint:
-    point = session.get(MailboxRestorePoint, point_id)
-    if point is None:
-        raise not_found("mailbox restore point", point_id)
-    return point
+    return found(session.get(MailboxRestorePoint, point_id), "mailbox restore point", point_id)
 
 
 def _available(session, point_id: int) -> MailboxRestorePoint:
@@ -69,10 +66,7 @@ def list_mailboxes(
 
 @router.get("/mailboxes/{mailbox_id}", response_model=MailboxOut, summary="Read a mailbox")
 def read_mailbox(mailbox_id: int, session: DbSession, _: Reader):
-    mbx = session.get(Mailbox, mailbox_id)
-    if mbx is None:
-        raise not_found("mailbox", mailbox_id)
-    return mbx
+    return found(session.get(Mailbox, mailbox_id), "mailbox", mailbox_id)
 
 
 @router.get(

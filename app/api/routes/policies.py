@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 from app.api import API_PREFIX
 from app.api.deps import DbSession, Reader, require, runtime
 from app.api.pagination import Page, PageWindow, paginate
-from app.api.problems import Problem, conflict, invalid, not_found
+from app.api.problems import Problem, conflict, found, invalid
 from app.api.routes.servers import log_layouts
 from app.api.schemas.policies import PolicyCreate, PolicyOut, PolicyUpdate, TargetIn
 from app.audit import record
@@ -33,10 +33,7 @@ SORTABLE = {
 
 
 def get_policy(session: Session, policy_id: int) -> Policy:
-    policy = session.get(Policy, policy_id)
-    if policy is None:
-        raise not_found("policy", policy_id)
-    return policy
+    return found(session.get(Policy, policy_id), "policy", policy_id)
 
 
 def _check_repository(session: Session, repository_id: int | None) -> None:

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from app.api import API_PREFIX
 from app.api.deps import DbSession, Reader, require, runtime
-from app.api.problems import Problem, invalid, not_found
+from app.api.problems import Problem, found, invalid, not_found
 from app.api.schemas.inventory import ConnectionTestOut
 from app.api.schemas.repositories import (
     CopyRequest,
@@ -210,15 +210,9 @@ def start_verify(repository_id: int, body: VerifyRequest, session: DbSession, pr
     conn = _repository(session, repository_id)
     params: dict = {"sample": body.sample}
     if body.restore_point_id is not None:
-        point = session.get(RestorePoint, body.restore_point_id)
-        if point is None:
-            raise not_found("restore point", body.restore_point_id)
-        if not any(
-            c.location == CopyLocation.REPOSITORY
-            and c.connection_id == conn.id
-            and c.removed_at is None
-            for c in point.copies
-        ):
+        point_id = body.restore_point_id
+        point = found(session.get(RestorePoint, point_id), "restore point", point_id)
+        if point.live_copy(CopyLocation.REPOSITORY, conn.id) is None:
             raise invalid(
                 f"restore point {point.id} has no copy in repository '{conn.name}'",
                 "restore_point_id",

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from app.api import API_PREFIX
 from app.api.deps import DbSession, Reader, require
 from app.api.pagination import Page, PageWindow, paginate
-from app.api.problems import conflict, not_found
+from app.api.problems import conflict, found
 from app.api.schemas.catalog import RestorePointOut, RestorePointUpdate
 from app.audit import record
 from app.db.models import RestorePoint
@@ -47,10 +47,7 @@ def _out(
 
 
 def get_point(session: Session, point_id: int) -> RestorePoint:
-    point = session.get(RestorePoint, point_id)
-    if point is None:
-        raise not_found("restore point", point_id)
-    return point
+    return found(session.get(RestorePoint, point_id), "restore point", point_id)
 
 
 @router.get("", response_model=Page[RestorePointOut], summary="List restore points")

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, selectinload
 from app.api import API_PREFIX
 from app.api.deps import DbSession, Reader, require
 from app.api.pagination import Page, PageWindow, paginate
-from app.api.problems import conflict, invalid, not_found
+from app.api.problems import conflict, found, invalid, not_found
 from app.api.schemas.servers import (
     DatabaseAdvice,
     DatabaseIn,
@@ -48,10 +48,7 @@ SORTABLE = {"name": ExchangeServer.name, "created_at": ExchangeServer.created_at
 
 
 def get_server(session: Session, server_id: int) -> ExchangeServer:
-    server = session.get(ExchangeServer, server_id)
-    if server is None:
-        raise not_found("Exchange server", server_id)
-    return server
+    return found(session.get(ExchangeServer, server_id), "Exchange server", server_id)
 
 
 def _check_connection(session: Session, connection_id: int | None) -> None:
@@ -184,10 +181,65 @@ def delete_server(server_id: int, session: DbSession, principal=Manager):
 
 
 def _options_for(
-    layout: DatabaseLayout, scope: str, log_layout: DatabaseLayout | None = None
+    layout: DatabaseLayout,
+    scope: str,
+    log_layout: DatabaseLayout | None = None,
+    unavailable: dict[str, str] | None = None,
 ) -> list[MethodAdvice]:
     declarations = [d for d in DECLARATIONS.values() if d.scope == scope]
-    return [MethodAdvice.model_validate(o) for o in advise(declarations, layout, log_layout)]
+    return [
+        MethodAdvice.model_validate(o)
+        for o in advise(declarations, layout, log_layout, unavailable)
+    ]
+
+
+DAG_STUN = (
+    "{server} is a member of DAG {dag}: the stun of a VM snapshot (create and remove) can "
+    "stop cluster heartbeats long enough for the DAG to fail the databases over. Check the "
+    "cluster's SameSubnetDelay/SameSubnetThreshold and CrossSubnetDelay/CrossSubnetThreshold "
+    "(Get-Cluster | Format-List *Subnet*) allow for it, or back up a passive copy"
+)
+
+
+def dag_of(session: Session, server: ExchangeServer, database: str) -> str | None:
+    """The DAG the server's agent reports the database in (None without an agent)."""
+    from app.protection.bindings.agents import agent_of
+
+    agent = agent_of(session, server.id)
+    for entry in (agent.inventory or {}).get("databases", []) if agent else []:
+        if entry.get("name") == database and entry.get("dag"):
+            return entry["dag"]
+    return None
+
+
+def _warn_dag(options: list[MethodAdvice], server: str, dag: str | None) -> list[MethodAdvice]:
+    if dag:
+        for o in options:
+            if o.applies and DECLARATIONS[o.method].snapshots_disks:
+                o.warnings.append(DAG_STUN.format(server=server, dag=dag))
+    return options
+
+
+def agent_unavailable(session: Session, server: ExchangeServer) -> dict[str, str]:
+    """Why the agent stream cannot run on this server now: no agent, or an offline one."""
+    from app.protection.bindings.agents import agent_of, is_online
+
+    agent = agent_of(session, server.id)
+    if agent is not None and agent.revoked_at is None and is_online(agent):
+        return {}
+    if agent is None or agent.revoked_at is not None:
+        why = (
+            f"no agent is enrolled on {server.name}: create an enrollment code on this "
+            "server's page, install Bulwark in the guest and run 'bulwark agent enroll "
+            "--url … --code …', then start the agent service"
+        )
+    else:
+        seen = f"{agent.last_seen_at:%Y-%m-%d %H:%M} UTC" if agent.last_seen_at else "never"
+        why = (
+            f"the agent on {server.name} is offline (last seen {seen}): start the Bulwark "
+            "agent service in the guest"
+        )
+    return {"agent_stream": why}
 
 
 def log_layouts(session: Session, database_ids: Iterable[int]) -> dict[int, DatabaseLayout]:
@@ -222,6 +274,7 @@ def log_layouts(session: Session, database_ids: Iterable[int]) -> dict[int, Data
 def server_advice(server_id: int, session: DbSession, _: Reader):
     server = get_server(session, server_id)
     logs = log_layouts(session, (db.id for db in server.databases))
+    unavailable = agent_unavailable(session, server)
     return ServerAdvice(
         server_id=server.id,
         server=server.name,
@@ -232,7 +285,11 @@ def server_advice(server_id: int, session: DbSession, _: Reader):
                 database_id=db.id,
                 name=db.name,
                 layout=db.layout,
-                options=_options_for(db.layout, "database", logs.get(db.id)),
+                options=_warn_dag(
+                    _options_for(db.layout, "database", logs.get(db.id), unavailable),
+                    server.name,
+                    dag_of(session, server, db.name),
+                ),
             )
             for db in server.databases
         ],

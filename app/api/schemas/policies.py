@@ -10,6 +10,9 @@ from app.domain.protection import Consistency, ProtectionMethod, RestoreCapabili
 from app.domain.schedules import schedule_problem
 
 NotifyOn = Literal["failure", "rpo_breach"]
+TruncateLogs = Literal["require", "try", "off"]
+DagSource = Literal["passive_first", "passive", "active"]
+ServerName = Annotated[str, Field(min_length=1, max_length=64)]
 WebhookSecret = Annotated[SecretStr, Field(min_length=16, max_length=256)]
 
 
@@ -55,6 +58,19 @@ class PolicyFields(Input):
         default=None, description="Write-only; signs webhook bodies (X-Bulwark-Signature)"
     )
     notify_emails: list[EmailStr] = Field(default_factory=list, max_length=20)
+    truncate_logs: TruncateLogs = Field(
+        default="off",
+        description="Exchange log truncation after a successful backup, for snapshot and "
+        "image methods (the agent stream always truncates once the point is safe)",
+    )
+    dag_source: DagSource = Field(
+        default="passive_first",
+        description="Which copy of a DAG database to back up: a healthy passive copy, falling "
+        "back to the active one; passive only; or active only",
+    )
+    dag_preferred: list[ServerName] = Field(
+        default_factory=list, max_length=16, description="DAG members to prefer, in order"
+    )
 
     @field_validator("schedule_cron")
     @classmethod
@@ -113,6 +129,9 @@ class PolicyUpdate(Patch):
     notify_webhook_url: AnyHttpUrl | None = None
     notify_webhook_secret: WebhookSecret | None = Field(default=None, description="Write-only")
     notify_emails: list[EmailStr] | None = Field(default=None, max_length=20)
+    truncate_logs: TruncateLogs | None = None
+    dag_source: DagSource | None = None
+    dag_preferred: list[ServerName] | None = Field(default=None, max_length=16)
     targets: list[TargetIn] | None = Field(default=None, max_length=1000)
 
     @field_validator("schedule_cron")
@@ -146,6 +165,9 @@ class PolicyOut(Output):
     notify_webhook_url: str | None
     has_webhook_secret: bool
     notify_emails: list[str]
+    truncate_logs: str
+    dag_source: str
+    dag_preferred: list[str]
     targets: list[TargetOut]
     created_at: datetime
     updated_at: datetime

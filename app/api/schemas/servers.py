@@ -79,6 +79,7 @@ class MethodAdvice(Output):
     consistency: list[ConsistencyOption]
     restores: list[str]
     restores_from_primary: list[str]
+    warnings: list[str] = []
 
 
 class DatabaseAdvice(Output):

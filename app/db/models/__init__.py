@@ -1,5 +1,6 @@
 """Every table, imported here so metadata and Alembic see them all."""
 
+from app.db.models.agents import Agent, AgentEnrollment, AgentTask
 from app.db.models.arrays import ArrayVolume
 from app.db.models.audit import AuditEvent
 from app.db.models.catalog import LegalHold, RestorePoint, RestorePointCopy
@@ -27,6 +28,9 @@ from app.db.models.settings import ServiceSetting
 from app.db.models.users import ApiToken, User
 
 __all__ = [
+    "Agent",
+    "AgentEnrollment",
+    "AgentTask",
     "ApiToken",
     "ArrayVolume",
     "ArchiveMessage",

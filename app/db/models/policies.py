@@ -47,6 +47,15 @@ class Policy(Timestamped, Base):
     notify_webhook_url: Mapped[str | None] = mapped_column(String(512))
     notify_webhook_secret_ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary)
     notify_emails: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # Exchange log truncation after a successful backup, for methods other than the agent
+    # stream (which always truncates once the restore point is safe): require | try | off.
+    truncate_logs: Mapped[str] = mapped_column(String(8), default="off", server_default="off")
+    # A DAG database: which copy to back up (passive_first | passive | active) and the
+    # servers preferred, in order.
+    dag_source: Mapped[str] = mapped_column(
+        String(16), default="passive_first", server_default="passive_first"
+    )
+    dag_preferred: Mapped[list[str]] = mapped_column(JSON, default=list)
 
     targets: Mapped[list[PolicyTarget]] = relationship(
         back_populates="policy", cascade="all, delete-orphan", lazy="selectin"

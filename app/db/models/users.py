@@ -9,7 +9,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db.base import Base, Timestamped
 from app.db.types import StrEnumType, UTCDateTime, utcnow
-from app.security.roles import Role
+from app.domain.roles import Role
 from app.security.sessions import new_epoch
 
 

@@ -20,6 +20,7 @@ from app.db.models import (
 )
 from app.db.types import utcnow
 from app.domain.connections import ConnectionKind
+from app.inventory.queries import server_vm
 
 RDM_BACKINGS = ("rdm-physical", "rdm-virtual")
 
@@ -152,12 +153,7 @@ def database_volumes(
 ) -> DatabaseVolumes:
     """The array volumes behind a database's RDM LUNs (database and logs), or an error that
     says which LUN is on no known array."""
-    vm = session.scalar(
-        select(VirtualMachine).where(
-            VirtualMachine.connection_id == server.connection_id,
-            VirtualMachine.moref == server.vm_moref,
-        )
-    )
+    vm = server_vm(session, server)
     if vm is None:
         raise VolumesNotFound(f"{server.name}'s VM is not in the inventory; sync the vCenter")
     disks = {d.device_key: d for d in vm.disks}

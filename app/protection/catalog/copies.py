@@ -75,7 +75,7 @@ def mark_gone(
 def _drop_capabilities(point: RestorePoint) -> bool:
     """Drop the restores that needed a copy on primary storage if none is left there;
     False when no copy at all is left."""
-    left = [c for c in point.copies if c.removed_at is None]
+    left = point.live_copies()
     if left and not any(c.location in PRIMARY for c in left):
         primary_only = {c.value for c in DECLARATIONS[point.method].restores_from_primary}
         point.capabilities = [c for c in point.capabilities if c not in primary_only]

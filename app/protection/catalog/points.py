@@ -1,18 +1,16 @@
-"""The catalog's shared restore-point queries: a target's recent points, newest first (where
-a backup finds its previous point), and when each target's newest point was captured (what
-RPO checks compare with their objective)."""
+"""The catalog's shared restore-point query: a target's recent points, newest first (where a
+backup finds its previous point). When each target was last captured is
+app/protection/catalog/captures.py's."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from app.db.models import RestorePoint
-from app.domain.protection import ProtectionMethod, RestorePointStatus, Verification
+from app.domain.protection import ProtectionMethod, RestorePointStatus
 
 ANY: Any = object()  # a filter left open (e.g. every database of a server)
 
@@ -51,31 +49,3 @@ def recent_points(
     if method is not None:
         query = query.where(RestorePoint.method == method)
     return list(session.scalars(query.order_by(*NEWEST_FIRST).limit(limit)))
-
-
-def newest_captures(
-    session: Session,
-    by: tuple[Any, ...] = (
-        RestorePoint.policy_id,
-        RestorePoint.server_id,
-        RestorePoint.database_id,
-    ),
-    *,
-    policy_ids: Iterable[int] | None = None,
-    verified: bool = False,
-) -> dict[tuple[Any, ...], datetime]:
-    """When the newest available restore point of each target was captured, keyed by the
-    ``by`` columns (a target: policy, server, database). ``verified``: of the points a verify
-    found sound only."""
-    query = (
-        select(*by, func.max(RestorePoint.captured_at))
-        .where(RestorePoint.status == RestorePointStatus.AVAILABLE)
-        .group_by(*by)
-    )
-    if RestorePoint.server_id in by:
-        query = query.where(RestorePoint.server_id.is_not(None))
-    if policy_ids is not None:
-        query = query.where(RestorePoint.policy_id.in_(list(policy_ids)))
-    if verified:
-        query = query.where(RestorePoint.verification == Verification.VERIFIED)
-    return {tuple(row[:-1]): row[-1] for row in session.execute(query)}

@@ -33,7 +33,7 @@ def _live(session: Session, location: CopyLocation, connection_id: int | None = 
     query = (
         select(RestorePointCopy)
         .join(RestorePoint, RestorePointCopy.restore_point_id == RestorePoint.id)
-        .where(RestorePointCopy.location == location, RestorePointCopy.removed_at.is_(None))
+        .where(RestorePointCopy.location == location, RestorePointCopy.live)
     )
     if connection_id is not None:
         query = query.where(RestorePointCopy.connection_id == connection_id)

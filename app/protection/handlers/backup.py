@@ -10,7 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session
 
 from app.adapters import vsphere
 from app.adapters.arrays import ArrayError
@@ -28,13 +28,14 @@ from app.db.models import (
 from app.db.types import utcnow
 from app.domain.jobs import JobKind
 from app.domain.protection import CopyLocation, ProtectionMethod
+from app.inventory.queries import server_vm
 from app.jobs.context import JobContext, JobResult, PermanentError
 from app.jobs.enqueue import enqueue
 from app.jobs.handlers import JobRequest, Requirements, register
 from app.protection.bindings import space
 from app.protection.bindings.services import JobStrategyServices
 from app.protection.bindings.vcenter import for_job
-from app.protection.handlers import mailbox_backup
+from app.protection.handlers import agent_backup, log_truncation, mailbox_backup
 from app.repository import RepositoryError
 from app.repository.connection import open_job_repository
 from app.strategies.array_snapshot import ArraySnapshot
@@ -44,8 +45,8 @@ from app.strategies.vm_image import VmImage
 from app.strategies.vm_snapshot import VmSnapshot
 
 # Methods run as strategy steps (quiesce → snapshot → resume → copy). Mailbox backups go
-# over IMAP instead (app.protection.handlers.mailbox_backup); the in-guest agent stream does
-# not exist yet and fails with a clear message.
+# over IMAP instead (app.protection.handlers.mailbox_backup), the in-guest agent stream
+# through the server's agent (app.protection.handlers.agent_backup).
 STRATEGIES: dict[ProtectionMethod, type[BackupStrategy]] = {
     ProtectionMethod.VMFS_SNAPSHOT: VmSnapshot,
     ProtectionMethod.VM_IMAGE: VmImage,
@@ -69,14 +70,7 @@ def _strategy(method: ProtectionMethod, services: StrategyServices) -> BackupStr
 
 def _resources(session: Session, server: ExchangeServer) -> list[str]:
     """Host and datastores the target's VM uses, for the engine's per-resource limits."""
-    vm = session.scalar(
-        select(VirtualMachine)
-        .where(
-            VirtualMachine.connection_id == server.connection_id,
-            VirtualMachine.moref == server.vm_moref,
-        )
-        .options(selectinload(VirtualMachine.disks))
-    )
+    vm = server_vm(session, server)
     if vm is None:
         return []
     found = {f"host:{vm.host_moref}"} if vm.host_moref else set()
@@ -114,6 +108,10 @@ def dispatch(ctx: JobContext) -> JobResult:
                 ExchangeServer.id.in_([t.server_id for t in policy.targets])
             )
         ).all()
+        targets = list(policy.targets)
+        if policy.method == ProtectionMethod.AGENT_STREAM:
+            # Each DAG database once per run, whichever members the policy names.
+            targets = agent_backup.one_per_dag_database(session, targets)
         ids = [
             enqueue(
                 session,
@@ -125,7 +123,7 @@ def dispatch(ctx: JobContext) -> JobResult:
                 parent_id=ctx.job_id,
                 audit=False,  # the run that queues them was audited when it was started
             ).id
-            for t in policy.targets
+            for t in targets
         ]
     ctx.event(f"queued {len(ids)} backup job(s): {', '.join(map(str, ids)) or 'none'}")
     return JobResult(message=f"dispatched {len(ids)} job(s)", details={"jobs": ids})
@@ -250,6 +248,8 @@ def run_backup(ctx: JobContext) -> JobResult | None:
         return dispatch(ctx)
     if mailbox_backup.handles(ctx):  # over IMAP: no vCenter, no strategy steps
         return mailbox_backup.run(ctx)
+    if agent_backup.handles(ctx):  # through the in-guest agent: no vCenter either
+        return agent_backup.run(ctx)
     with ctx.db.session() as session:
         loaded = _load(session, ctx)
         # One job, one restore point: an attempt that died after its catalog write (before
@@ -283,6 +283,12 @@ def run_backup(ctx: JobContext) -> JobResult | None:
                 ctx, run, method, retain_days=loaded.retain_days, size=loaded.size_bytes
             )
             quiesce_window_s = run.quiesce_window_s
+        truncation_warning = None
+        if finished is None or "truncation" not in (finished.details or {}):
+            # Only now, with the restore point safe in the catalog, may Exchange truncate.
+            truncation_warning = log_truncation.truncate(ctx, access, target, spec.id, point_id)
+            if truncation_warning:
+                ctx.warning(truncation_warning)
         ctx.step("retain")
         partial = False
         try:
@@ -297,8 +303,9 @@ def run_backup(ctx: JobContext) -> JobResult | None:
     _record_space(ctx, loaded)
     ctx.progress(percent=100)
     return JobResult(
-        partial=partial,
+        partial=partial or bool(truncation_warning),
         message=f"restore point {point_id}"
+        + (f" ({truncation_warning})" if truncation_warning else "")
         + (" (retention on primary storage did not finish)" if partial else ""),
         details={
             "restore_point_id": point_id,
@@ -417,6 +424,8 @@ def _disk_bytes(session: Session, target: TargetSpec, db: _Database | None) -> i
 def cleanup_backup(ctx: JobContext, leftovers: list[dict[str, Any]]) -> None:
     if mailbox_backup.handles(ctx):
         return mailbox_backup.cleanup(ctx, leftovers)
+    if agent_backup.handles(ctx):
+        return agent_backup.cleanup(ctx, leftovers)
     with ctx.db.session() as session:
         cataloged = session.scalar(select(RestorePoint.id).where(RestorePoint.job_id == ctx.job_id))
     if cataloged is not None:

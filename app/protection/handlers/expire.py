@@ -62,7 +62,7 @@ def repository_copies(session: Session, repository_id: int) -> list[RestorePoint
             select(RestorePointCopy).where(
                 RestorePointCopy.connection_id == repository_id,
                 RestorePointCopy.location == CopyLocation.REPOSITORY,
-                RestorePointCopy.removed_at.is_(None),
+                RestorePointCopy.live,
             )
         )
     )

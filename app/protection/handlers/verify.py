@@ -49,9 +49,7 @@ class PointVerification:
 
 def repository_copies(point: RestorePoint) -> list[RestorePointCopy]:
     """The live repository copies: one per disk for a VM image, one for a volume."""
-    return [
-        c for c in point.copies if c.location == CopyLocation.REPOSITORY and c.removed_at is None
-    ]
+    return point.live_copies(CopyLocation.REPOSITORY)
 
 
 def repository_copy(point: RestorePoint) -> RestorePointCopy | None:
@@ -111,7 +109,7 @@ def verify_restore_point(
             point.status = RestorePointStatus.AVAILABLE  # its chunks were stored afresh
     else:
         point.verification = Verification.DAMAGED
-        others = [c for c in point.copies if c.removed_at is None and c not in copies]
+        others = [c for c in point.live_copies() if c not in copies]
         if not others:
             point.status = RestorePointStatus.DAMAGED
     record(
@@ -169,7 +167,7 @@ def run_verify(ctx: JobContext) -> JobResult:
                         .where(
                             RestorePointCopy.connection_id == repository_id,
                             RestorePointCopy.location == CopyLocation.REPOSITORY,
-                            RestorePointCopy.removed_at.is_(None),
+                            RestorePointCopy.live,
                             RestorePoint.status != RestorePointStatus.EXPIRED,
                         )
                     )
@@ -183,7 +181,7 @@ def run_verify(ctx: JobContext) -> JobResult:
                 .where(
                     RestorePoint.policy_id == ctx.policy_id,
                     RestorePointCopy.location == CopyLocation.REPOSITORY,
-                    RestorePointCopy.removed_at.is_(None),
+                    RestorePointCopy.live,
                     RestorePoint.status != RestorePointStatus.EXPIRED,
                 )
                 .order_by(RestorePointCopy.restore_point_id)

@@ -21,13 +21,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.adapters import arrays, vsphere
-from app.audit import Actor, record
 from app.db.models import Connection, ExchangeServer, RestorePoint
 from app.domain.protection import CopyLocation, ProtectionMethod, RestorePointStatus, RestoreRefused
 from app.jobs.context import JobContext, JobResult, PermanentError
 from app.protection.bindings.arrays import open_driver, store_volumes
 from app.protection.bindings.vcenter import for_job
-from app.protection.restores.registry import RestoreMode, register
+from app.protection.restores.registry import RestoreMode, audit, register
 from app.repository.connection import open_job_repository
 
 MODES = ("revert", "clone", "volume")
@@ -41,7 +40,7 @@ def is_array_point(point: RestorePoint) -> bool:
 
 
 def _live(point: RestorePoint, location: CopyLocation):
-    return next((c for c in point.copies if c.location == location and c.removed_at is None), None)
+    return point.live_copy(location)
 
 
 def destroys_data(params: dict[str, Any]) -> bool:
@@ -176,17 +175,8 @@ def run_array_restore(ctx: JobContext) -> JobResult:
         result = _clone(ctx, p, driver)
     else:
         result = _from_repository(ctx, p, driver)
-    with ctx.db.session() as session:
-        record(
-            session,
-            Actor(ctx.params.get("requested_by", "system"), "user"),
-            f"restore.array_{mode}",
-            "restore_point",
-            p.id,
-            job=ctx.job_id,
-            server=p.server,
-            **{k: v for k, v in result.details.items() if isinstance(v, str | int | float)},
-        )
+    plain = {k: v for k, v in result.details.items() if isinstance(v, str | int | float)}
+    audit(ctx, f"restore.array_{mode}", "restore_point", p.id, server=p.server, **plain)
     ctx.progress(percent=100)
     return result
 
@@ -266,7 +256,8 @@ def _write_images(ctx, repo, driver, manifests, targets, *, fresh: bool) -> None
     for naa, manifest in manifests.items():
         ctx.step("write", f"writing image {manifest.id} onto volume {targets[naa]}")
         with driver.open_volume(targets[naa], write=True) as f:
-            for chunk in repo.read_image(manifest):  # every block checked against its hash
+            # Every block checked against its hash; each written before the next is read.
+            for chunk in repo.read_image(manifest, reuse_buffers=True):
                 ctx.check_cancelled()
                 if fresh and not any(chunk):
                     f.seek(len(chunk), 1)  # a new volume is thin: leave zeros unwritten

@@ -32,7 +32,7 @@ from app.db.models import ExchangeServer, RestorePoint
 from app.domain.protection import CopyLocation, RestorePointStatus, RestoreRefused
 from app.jobs.context import JobContext, JobResult, PermanentError
 from app.protection.bindings.vcenter import for_job
-from app.protection.restores.registry import RestoreMode, register, vm_point
+from app.protection.restores.registry import RestoreMode, register, requester, vm_point
 from app.repository.connection import open_job_repository
 
 MODE = "disk"
@@ -70,11 +70,7 @@ def find_disk_image(session: Any, point: RestorePoint, disk_key: int) -> DiskIma
         raise RestoreRefused(
             f"restore point {point.id} holds no image of disk {disk_key} (its disks: {keys})"
         )
-    live = {
-        c.reference
-        for c in point.copies
-        if c.location == CopyLocation.REPOSITORY and c.removed_at is None
-    }
+    live = {c.reference for c in point.live_copies(CopyLocation.REPOSITORY)}
     if entry.get("manifest") not in live:
         raise RestoreRefused(
             f"the repository copy of disk {disk_key} of restore point {point.id} was removed"
@@ -193,7 +189,7 @@ def run_disk_restore(ctx: JobContext) -> JobResult:
     finally:
         access.close()
     with ctx.db.session() as session:
-        actor = Actor(params.get("requested_by", "system"), "user")
+        actor = requester(params)
         for image, path in zip(images, written, strict=True):
             record(
                 session,
@@ -254,7 +250,7 @@ def _check_disks_unchanged(client: Any, images: list[DiskImage]) -> None:
 def _stream(ctx: JobContext, repo: Any, manifest: Any, before: int, total: int):
     """The image's verified bytes, with progress over the whole job (``before`` bytes done)."""
     done = before
-    for data in repo.read_image(manifest):
+    for data in repo.read_image(manifest, reuse_buffers=True):  # each sent before the next
         ctx.check_cancelled()
         done += len(data)
         ctx.progress(percent=100 * done / max(1, total), bytes_done=done)
@@ -345,11 +341,5 @@ def queue_disk_restore(
 # Queued by its own endpoints (queue_disk_restore), which check the request with
 # check_request: it names disks and a target, not a confirmation in params.
 DISK = register(
-    RestoreMode(
-        names=(MODE,),
-        applies_to=vm_point,
-        capabilities=("vcenter",),
-        run=run_disk_restore,
-        cleanup=cleanup_disk_restore,
-    )
+    RestoreMode((MODE,), vm_point, ("vcenter",), run_disk_restore, cleanup=cleanup_disk_restore)
 )

@@ -14,12 +14,11 @@ from collections import defaultdict
 from sqlalchemy import select
 
 from app.adapters import mail
-from app.audit import Actor, record
 from app.db.models import ArchiveMessage, Connection, Mailbox
 from app.jobs.context import JobContext, JobResult, PermanentError
 from app.mailboxes import connections as mail_connections
 from app.mailboxes import restore as mrestore
-from app.protection.restores.registry import RestoreMode, register
+from app.protection.restores.registry import RestoreMode, audit, register
 from app.repository import ChunkDamaged, RepositoryError, open_repository
 
 MODE = "mailbox"
@@ -107,19 +106,16 @@ def run(ctx: JobContext) -> JobResult:
         restored += outcome.restored
         skipped += outcome.skipped_existing
         folders += [f"{name}/{f}" for f in outcome.folders]
-        with ctx.db.session() as session:
-            record(
-                session,
-                Actor(ctx.params.get("requested_by", "system"), "user"),
-                "restore.mailbox",
-                "mailbox",
-                name,
-                job=ctx.job_id,
-                restored=outcome.restored,
-                skipped_existing=outcome.skipped_existing,
-                folders=outcome.folders,
-                source_point=ctx.params.get("mailbox_restore_point_id"),
-            )
+        audit(
+            ctx,
+            "restore.mailbox",
+            "mailbox",
+            name,
+            restored=outcome.restored,
+            skipped_existing=outcome.skipped_existing,
+            folders=outcome.folders,
+            source_point=ctx.params.get("mailbox_restore_point_id"),
+        )
     ctx.progress(percent=100)
     return JobResult(
         message=f"{restored} message(s) restored into {', '.join(groups)}"

@@ -13,13 +13,12 @@ import re
 from typing import Any
 
 from app.adapters import vsphere
-from app.audit import Actor, record
 from app.db.models import ExchangeServer, RestorePoint
 from app.domain.jobs import EventLevel
 from app.domain.protection import CopyLocation, RestorePointStatus, RestoreRefused
 from app.jobs.context import JobContext, JobResult, PermanentError
 from app.protection.bindings.vcenter import for_job
-from app.protection.restores.registry import RestoreMode, register, vm_point
+from app.protection.restores.registry import RestoreMode, audit, register, vm_point
 
 MODE = "new_vm"
 LEFTOVER = "new_vm"
@@ -29,14 +28,7 @@ _NAME = re.compile(r"^[^/\\%\x00-\x1f]{1,80}$")
 
 
 def live_snapshot(point: RestorePoint):
-    return next(
-        (
-            c
-            for c in point.copies
-            if c.location == CopyLocation.VM_SNAPSHOT and c.removed_at is None
-        ),
-        None,
-    )
+    return point.live_copy(CopyLocation.VM_SNAPSHOT)
 
 
 def confirm(point: RestorePoint, server_name: str, params: dict[str, Any]) -> None:
@@ -108,20 +100,17 @@ def run(ctx: JobContext) -> JobResult:
                 ctx.event(f"could not power on {name}: {exc}", EventLevel.WARNING)
     finally:
         access.close()
-    with ctx.db.session() as session:
-        record(
-            session,
-            Actor(ctx.params.get("requested_by", "system"), "user"),
-            "restore.new_vm",
-            "restore_point",
-            point_id,
-            job=ctx.job_id,
-            server=server_name,
-            snapshot=snapshot,
-            new_vm=name,
-            new_vm_moref=clone.moref,
-            powered_on=power_on and not partial,
-        )
+    audit(
+        ctx,
+        "restore.new_vm",
+        "restore_point",
+        point_id,
+        server=server_name,
+        snapshot=snapshot,
+        new_vm=name,
+        new_vm_moref=clone.moref,
+        powered_on=power_on and not partial,
+    )
     ctx.progress(percent=100)
     return JobResult(
         partial=partial,
@@ -152,13 +141,4 @@ def _mark(ctx: JobContext) -> str:
     return f"job-{ctx.job_id}"
 
 
-NEW_VM = register(
-    RestoreMode(
-        names=(MODE,),
-        applies_to=vm_point,
-        capabilities=("vcenter",),
-        run=run,
-        confirm=confirm,
-        cleanup=cleanup,
-    )
-)
+NEW_VM = register(RestoreMode((MODE,), vm_point, ("vcenter",), run, confirm, cleanup))

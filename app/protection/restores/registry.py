@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from app.audit import Actor, record
+
 if TYPE_CHECKING:
     from app.db.models import RestorePoint
     from app.jobs.context import JobContext, JobResult
@@ -43,6 +45,18 @@ class RestoreMode:
 
 
 _MODES: list[RestoreMode] = []
+
+
+def requester(params: dict[str, Any]) -> Actor:
+    """Who asked for the restore: the audit names them, not the worker that ran it."""
+    return Actor(params.get("requested_by", "system"), "user")
+
+
+def audit(ctx: JobContext, action: str, object_type: str, object_id: Any, **detail: Any) -> None:
+    """Record a restore done, as the operator who asked for it, with the job that did it."""
+    with ctx.db.session() as session:
+        who = requester(ctx.params)
+        record(session, who, action, object_type, object_id, job=ctx.job_id, **detail)
 
 
 def register(mode: RestoreMode) -> RestoreMode:

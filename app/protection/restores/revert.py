@@ -9,23 +9,20 @@ from __future__ import annotations
 from typing import Any
 
 from app.adapters import vsphere
-from app.audit import Actor, record
 from app.db.models import ExchangeServer, RestorePoint
 from app.db.types import utcnow
 from app.domain.protection import CopyLocation, RestorePointStatus, RestoreRefused
 from app.jobs.context import JobContext, JobResult, PermanentError
 from app.protection.bindings.vcenter import for_job
 from app.protection.catalog.copies import mark_gone
-from app.protection.restores.registry import RestoreMode, register, vm_point
+from app.protection.restores.registry import RestoreMode, audit, register, vm_point
 
 MODE = "revert"
 
 
 def confirm(point: RestorePoint, server_name: str, params: dict[str, Any]) -> None:
     """A revert discards what the server wrote since: the operator types its name."""
-    if not any(
-        c.location == CopyLocation.VM_SNAPSHOT and c.removed_at is None for c in point.copies
-    ):
+    if point.live_copy(CopyLocation.VM_SNAPSHOT) is None:
         raise RestoreRefused(
             f"restore point {point.id} has no VM snapshot left to revert to",
             field="restore_point_id",
@@ -43,14 +40,7 @@ def run(ctx: JobContext) -> JobResult:
         point = session.get(RestorePoint, ctx.params.get("restore_point_id"))
         if point is None or point.status != RestorePointStatus.AVAILABLE:
             raise PermanentError("the restore point is gone or expired")
-        copy = next(
-            (
-                c
-                for c in point.copies
-                if c.location == CopyLocation.VM_SNAPSHOT and c.removed_at is None
-            ),
-            None,
-        )
+        copy = point.live_copy(CopyLocation.VM_SNAPSHOT)
         if copy is None:
             raise PermanentError(f"restore point {point.id} has no VM snapshot to revert to")
         server = session.get(ExchangeServer, point.server_id)
@@ -65,7 +55,7 @@ def run(ctx: JobContext) -> JobResult:
         # point stops offering the revert (and the operator is told if nothing is left).
         with ctx.db.session() as session:
             point = session.get(RestorePoint, point.id)
-            gone = [c for c in point.copies if c.reference == snapshot and c.removed_at is None]
+            gone = [c for c in point.live_copies() if c.reference == snapshot]
             if gone:
                 mark_gone(session, point, gone, now=utcnow(), how=f"revert job {ctx.job_id}: {exc}")
         raise PermanentError(
@@ -74,27 +64,9 @@ def run(ctx: JobContext) -> JobResult:
         ) from exc
     finally:
         access.close()
-    with ctx.db.session() as session:
-        record(
-            session,
-            Actor(ctx.params.get("requested_by", "system"), "user"),
-            "restore.revert",
-            "restore_point",
-            point.id,
-            job=ctx.job_id,
-            server=name,
-            snapshot=snapshot,
-        )
+    audit(ctx, "restore.revert", "restore_point", point.id, server=name, snapshot=snapshot)
     ctx.progress(percent=100)
     return JobResult(message=f"{name} reverted to restore point {point.id}")
 
 
-REVERT = register(
-    RestoreMode(
-        names=(MODE,),
-        applies_to=vm_point,
-        capabilities=("vcenter",),
-        run=run,
-        confirm=confirm,
-    )
-)
+REVERT = register(RestoreMode((MODE,), vm_point, ("vcenter",), run, confirm))

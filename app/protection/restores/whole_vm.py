@@ -59,7 +59,7 @@ class Offer:
 
 
 def live_copies(point: RestorePoint, location: CopyLocation) -> set[str]:
-    return {c.reference for c in point.copies if c.location == location and c.removed_at is None}
+    return {c.reference for c in point.live_copies(location)}
 
 
 def image_disks(point: RestorePoint) -> list[dict[str, Any]]:

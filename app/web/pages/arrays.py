@@ -108,7 +108,7 @@ def _restore_page(
 ) -> Response:
     server = ctx.session.get(ExchangeServer, point.server_id) if point.server_id else None
     database = ctx.session.get(ExchangeDatabase, point.database_id) if point.database_id else None
-    live = {c.location.value for c in point.copies if c.removed_at is None}
+    live = {c.location.value for c in point.live_copies()}
     possible = {
         "revert": "array_snapshot" in live,
         "clone": "array_snapshot" in live,

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from sqlalchemy import func, select
 from starlette.responses import RedirectResponse, Response
 
-from app.api.problems import Problem, not_found
+from app.api.problems import Problem, found
 from app.api.routes.holds import SORTABLE, create_hold, release_hold
 from app.api.schemas.catalog import LegalHoldCreate
 from app.db.models import ExchangeServer, LegalHold, RestorePoint
@@ -176,10 +176,7 @@ def hold_create(request: Request, form: Form) -> Response:
 
 
 def _get_hold(ctx: Ctx, hold_id: int) -> LegalHold:
-    hold = ctx.session.get(LegalHold, hold_id)
-    if hold is None:
-        raise not_found("legal hold", hold_id)
-    return hold
+    return found(ctx.session.get(LegalHold, hold_id), "legal hold", hold_id)
 
 
 def _release_page(ctx: Ctx, hold: LegalHold, error: str | None = None, status_code=200):

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from starlette.responses import RedirectResponse, Response
 
 from app.api.mail import queue_mail_restore
-from app.api.problems import Problem, not_found
+from app.api.problems import Problem, found
 from app.api.routes.archive import hold_search
 from app.api.routes.holds import create_hold
 from app.api.schemas.catalog import LegalHoldCreate
@@ -37,10 +37,7 @@ WHERE = {
 
 
 def _mailbox(ctx: Ctx, mailbox_id: int) -> Mailbox:
-    mbx = ctx.session.get(Mailbox, mailbox_id)
-    if mbx is None:
-        raise not_found("mailbox", mailbox_id)
-    return mbx
+    return found(ctx.session.get(Mailbox, mailbox_id), "mailbox", mailbox_id)
 
 
 @router.get("/mailboxes")

@@ -76,8 +76,7 @@ def restore_point_list(
         if chosen["location"] is not None:
             query = query.where(
                 RestorePoint.copies.any(
-                    (RestorePointCopy.location == chosen["location"])
-                    & RestorePointCopy.removed_at.is_(None)
+                    (RestorePointCopy.location == chosen["location"]) & RestorePointCopy.live
                 )
             )
         if period:
@@ -144,7 +143,7 @@ def _grouped_by_server(items: list[RestorePoint], servers: dict[int, str]):
     live copy locations (one badge each) and the bytes the repository copies store."""
     groups: dict[str, list] = {}
     for point in items:
-        live = [c for c in point.copies if c.removed_at is None]
+        live = point.live_copies()
         locations = sorted({c.location for c in live}, key=list(CopyLocation).index)
         stored = sum(c.size_bytes for c in live if c.location == CopyLocation.REPOSITORY)
         name = servers.get(point.server_id, "—") if point.server_id else "—"
@@ -172,14 +171,7 @@ def _point_context(ctx: Ctx, point: RestorePoint) -> dict:
         "connections": names(ctx.session, Connection, (c.connection_id for c in point.copies)),
         "can_revert": revertible(point),
         "offers": restore_whole_vm.offers(point),
-        "snapshot": next(
-            (
-                c
-                for c in point.copies
-                if c.location == CopyLocation.VM_SNAPSHOT and c.removed_at is None
-            ),
-            None,
-        ),
+        "snapshot": point.live_copy(CopyLocation.VM_SNAPSHOT),
     }
 
 

@@ -13,6 +13,7 @@ from starlette.datastructures import FormData
 from starlette.responses import RedirectResponse, Response
 
 from app.api.problems import Problem
+from app.api.routes.agent import agent_status, new_enrollment
 from app.api.routes.servers import SORTABLE as SERVER_SORTABLE
 from app.api.routes.servers import (
     add_database,
@@ -32,6 +33,7 @@ from app.db.models import (
     VirtualMachine,
 )
 from app.domain.protection import DatabaseLayout, layout_for_backing
+from app.inventory.queries import server_vm
 from app.protection.catalog.holds import holds_by_point
 from app.security.roles import Permission
 from app.web.context import Ctx, Form, signed_in
@@ -96,16 +98,7 @@ def server_list(request: Request, page: int = 1) -> Response:
 
 def vm_of(ctx: Ctx, server: ExchangeServer) -> VirtualMachine | None:
     """The server's VM as the last inventory sync stored it, with its disks."""
-    if server.connection_id is None or server.vm_moref is None:
-        return None
-    return ctx.session.scalar(
-        select(VirtualMachine)
-        .where(
-            VirtualMachine.connection_id == server.connection_id,
-            VirtualMachine.moref == server.vm_moref,
-        )
-        .options(selectinload(VirtualMachine.disks))
-    )
+    return server_vm(ctx.session, server)
 
 
 def _key(value: int | None) -> str:
@@ -126,6 +119,7 @@ def _server_page(
     server: ExchangeServer,
     forms: dict[Any, FormState] | None = None,
     status_code: int = 200,
+    enrollment: Any = None,
 ) -> Response:
     vm = vm_of(ctx, server)
     # The API's advisor: which methods fit each database's layout, and why the others not.
@@ -182,6 +176,8 @@ def _server_page(
             "revertible": {p.id for p in points if revertible(p)},
             "databases": {d.id: d.name for d in server.databases},
             "policy_names": {p.id: p.name for p in policies},
+            "agent": agent_status(ctx.session, server.id),
+            "enrollment": enrollment,
         },
         user=ctx.user,
         status_code=status_code,
@@ -192,6 +188,15 @@ def _server_page(
 def server_detail(request: Request, server_id: int) -> Response:
     with signed_in(request) as ctx:
         return _server_page(ctx, get_server(ctx.session, server_id))
+
+
+@router.post("/servers/{server_id}/agent/enroll")
+def agent_enroll(request: Request, server_id: int, form: Form) -> Response:
+    """A one-time code, shown once on the page with the command to run in the guest."""
+    with signed_in(request, Permission.MANAGE_CONNECTIONS, form=form, check_form=True) as ctx:
+        server = get_server(ctx.session, server_id)
+        enrollment = new_enrollment(request, ctx.session, server.id, ctx.principal)
+        return _server_page(ctx, server, enrollment=enrollment)
 
 
 def _optional_key(form: FormData, name: str, state: FormState) -> int | None:

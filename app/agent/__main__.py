@@ -1,0 +1,5 @@
+import sys
+
+from app.agent.cli import main
+
+sys.exit(main())
