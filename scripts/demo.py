@@ -59,13 +59,17 @@ def _fill_mailboxes(dovecot) -> None:
                 imap.append(folder, raw, flags=(b"\\Seen",) if n % 3 else ())
 
 
-def _wait_ready(base: str, proc: subprocess.Popen, timeout: float = 90) -> None:
+def _wait_ready(base: str, proc: subprocess.Popen, cert: Path, timeout: float = 90) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise SystemExit(f"bulwark serve exited with code {proc.returncode}")
         try:
-            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+            # The service makes its self-signed certificate before it listens: trust that one.
+            if (
+                cert.exists()
+                and httpx.get(f"{base}/readyz", timeout=1, verify=str(cert)).status_code == 200
+            ):
                 return
         except httpx.TransportError:
             pass
@@ -73,9 +77,12 @@ def _wait_ready(base: str, proc: subprocess.Popen, timeout: float = 90) -> None:
     raise SystemExit(f"bulwark serve did not answer on {base} within {timeout:.0f} s")
 
 
-def _register(base: str, token: str, lab, dovecot, repo_path: Path) -> None:
+def _register(base: str, token: str, cert: Path, lab, dovecot, repo_path: Path) -> None:
     api = httpx.Client(
-        base_url=f"{base}/api/v1", headers={"Authorization": f"Bearer {token}"}, timeout=120
+        base_url=f"{base}/api/v1",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=120,
+        verify=str(cert),
     )
 
     def post(path: str, body: dict | None = None) -> dict:
@@ -143,7 +150,8 @@ def main() -> int:
     shutil.rmtree(data, ignore_errors=True)
     data.mkdir(parents=True)
     port = _free_port(args.port)
-    base = f"http://127.0.0.1:{port}"
+    base = f"https://127.0.0.1:{port}"
+    cert = data / "tls" / "cert.pem"
     env = {k: v for k, v in os.environ.items() if not k.startswith("BULWARK_")}
     env.update(BULWARK_DATA_DIR=str(data), BULWARK_ADMIN_PASSWORD=PASSWORD)
 
@@ -158,7 +166,7 @@ def main() -> int:
             stderr=subprocess.STDOUT,
         )
         try:
-            _wait_ready(base, serve)
+            _wait_ready(base, serve, cert)
             token = subprocess.run(
                 [sys.executable, "-m", "app", "token", "create", ADMIN, "--name", "demo"],
                 cwd=ROOT,
@@ -167,12 +175,15 @@ def main() -> int:
                 text=True,
                 check=True,
             ).stdout.strip()
-            _register(base, token, lab, dovecot, data / "repository")
+            _register(base, token, cert, lab, dovecot, data / "repository")
             servers = httpx.get(
-                f"{base}/api/v1/servers", headers={"Authorization": f"Bearer {token}"}
+                f"{base}/api/v1/servers",
+                headers={"Authorization": f"Bearer {token}"},
+                verify=str(cert),
             ).json()["total"]
             print(
                 f"\nBulwark demo: {base}/   sign in as '{ADMIN}' with '{PASSWORD}'\n"
+                f"  (the service's own self-signed certificate: {cert})\n"
                 f"  vCenter 'lab-vcenter' trusted and synced: {servers} Exchange servers\n"
                 f"  repository 'disk-library' (encrypted) in {data / 'repository'}\n"
                 f"  mail connection 'exchange-imap': mailboxes {', '.join(sorted(MAILBOXES))}\n"
@@ -180,7 +191,7 @@ def main() -> int:
                 flush=True,
             )
             if args.check:
-                page = httpx.get(f"{base}/login", timeout=10)
+                page = httpx.get(f"{base}/login", timeout=10, verify=str(cert))
                 return 0 if page.status_code == 200 and servers > 0 else 1
             try:
                 while serve.poll() is None:
