@@ -132,7 +132,12 @@ def test_add_test_trust_sync_map_and_advise(jobs_page: Page, lab, screenshots):
     # Read the advisor for DB31.
     advice = page.get_by_label("Advice for DB31")
     fits = advice.locator("li.fits")
-    expect(fits.filter(has_text="In-guest agent stream backup")).to_have_count(1)
+    # The agent method fits a VMDK database only once an agent is enrolled; until then the
+    # advisor says how to install one (issue 15).
+    expect(fits.filter(has_text="In-guest agent stream backup")).to_have_count(0)
+    expect(advice.locator("li.ruled-out", has_text="In-guest agent stream backup")).to_contain_text(
+        "No agent is enrolled"
+    )
     expect(fits.filter(has_text="VMFS snapshot")).to_contain_text(
         "if VMware Tools quiesces the guest (VSS)"
     )
@@ -227,7 +232,8 @@ def test_policy_backup_now_restore_point_and_revert(jobs_page: Page, lab, screen
     page.get_by_role("navigation", name="Main").get_by_role("link", name="Restore points").click()
     page.get_by_label("Server", exact=True).select_option(label="EXCH-MBX01")
     page.get_by_role("button", name="Filter").click()
-    rows = page.locator("main table tbody tr")
+    # One restore point, under its server's heading row.
+    rows = page.locator("main table tbody tr:not(.group-head)")
     expect(rows).to_have_count(1)
     expect(rows.first).to_contain_text("VM snapshot (primary storage)")
     rows.first.get_by_role("link").first.click()

@@ -244,8 +244,8 @@ def _check_digest(digest: str) -> None:
 
 @router.put("/tasks/{task_id}/chunks/{digest}", status_code=201, summary="Store one chunk")
 async def put_chunk(task_id: int, digest: str, request: Request) -> Response:
+    who = await run_in_threadpool(_agent, request)  # who asks first, then what they ask
     _check_digest(digest)
-    who = await run_in_threadpool(_agent, request)
 
     def _prepare():
         with runtime(request).db.session() as session:
@@ -268,8 +268,8 @@ async def put_chunk(task_id: int, digest: str, request: Request) -> Response:
 
 @router.get("/tasks/{task_id}/chunks/{digest}", summary="Read one chunk of a restore")
 def get_chunk(task_id: int, digest: str, request: Request) -> Response:
+    who = _agent(request)  # who asks first, then what they ask
     _check_digest(digest)
-    who = _agent(request)
     with runtime(request).db.session() as session:
         task = _own(session, who, task_id)
         if task.kind != "restore" or task.state != p.RUNNING:
