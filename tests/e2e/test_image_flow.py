@@ -26,6 +26,17 @@ from tests.e2e.test_lab_flows import ensure_synced_vcenter
 
 pytestmark = [pytest.mark.e2e, pytest.mark.lab]
 
+
+@pytest.fixture(scope="module")
+def lab():
+    """A lab of its own: this flow restores a whole VM as a new one, and the session's lab
+    must keep the estate the other tests count."""
+    from tests.lab_fixture import running_lab
+
+    with running_lab() as running:
+        yield running
+
+
 JOB_TIMEOUT = 90_000
 SERVER = "EXCH-MBX01"  # system disk, database and logs on VMDKs
 

@@ -4,6 +4,8 @@ Driven at the ASGI level, where we can count the bytes the application pulled.""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import anyio
 import pytest
 
@@ -53,7 +55,9 @@ def _call(app, method: str, path: str, headers: dict[str, str], size: int, *, de
         with anyio.fail_after(30):
             await app(scope, receive, send)
 
-    anyio.run(run)
+    # A thread of its own: after the browser tests, Playwright's event loop holds this one.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(anyio.run, run).result()
     return sent["status"], sent["headers"], read
 
 
